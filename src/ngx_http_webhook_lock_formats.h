@@ -1,0 +1,67 @@
+
+/*
+ * Copyright (C) webhook_lock authors
+ */
+
+
+#ifndef _NGX_HTTP_WEBHOOK_LOCK_FORMATS_H_INCLUDED_
+#define _NGX_HTTP_WEBHOOK_LOCK_FORMATS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+#define NGX_HTTP_WEBHOOK_LOCK_OFF        0
+#define NGX_HTTP_WEBHOOK_LOCK_WHATSAPP   1
+#define NGX_HTTP_WEBHOOK_LOCK_INSTAGRAM  2
+#define NGX_HTTP_WEBHOOK_LOCK_MESSENGER  3
+#define NGX_HTTP_WEBHOOK_LOCK_TIKTOK     4
+#define NGX_HTTP_WEBHOOK_LOCK_TWILIO     5
+#define NGX_HTTP_WEBHOOK_LOCK_JSON       6
+
+/* longest sender, inbox or message id accepted from a body */
+#define NGX_HTTP_WEBHOOK_LOCK_VALUE_MAX  256
+
+/* most distinct senders and message ids in one body */
+#define NGX_HTTP_WEBHOOK_LOCK_SENDERS_MAX  100
+#define NGX_HTTP_WEBHOOK_LOCK_IDS_MAX      1000
+
+
+typedef struct ngx_http_webhook_lock_path_s  ngx_http_webhook_lock_path_t;
+
+
+typedef struct {
+    ngx_uint_t     format;
+    ngx_array_t   *senders;        /* of ngx_http_webhook_lock_path_t *  */
+    ngx_array_t   *message_ids;    /* NULL: the format's own rules       */
+    ngx_array_t   *inboxes;
+} ngx_http_webhook_lock_rules_t;
+
+
+typedef struct {
+    ngx_str_t      inbox;          /* len == 0: the body names none      */
+    ngx_array_t    senders;        /* of ngx_str_t, distinct, body order */
+    ngx_array_t    message_ids;    /* of ngx_str_t, distinct, body order */
+} ngx_http_webhook_lock_payload_t;
+
+
+extern ngx_conf_enum_t  ngx_http_webhook_lock_formats[];
+
+
+/*
+ * Extracts the inbox, senders and message ids of a body by the rules of
+ * its format.  Returns NGX_OK (no sender means the body bypasses the
+ * lock), NGX_DECLINED with a short reason in "detail" when the body is
+ * not a valid webhook of that format, or NGX_ERROR when out of memory.
+ * Everything returned is allocated from "pool"; "body" is not modified.
+ */
+ngx_int_t ngx_http_webhook_lock_extract(ngx_pool_t *pool,
+    ngx_http_webhook_lock_rules_t *rules, u_char *body, size_t len,
+    ngx_http_webhook_lock_payload_t *pl, ngx_str_t *detail);
+
+/* 1 for formats posted as application/x-www-form-urlencoded */
+ngx_uint_t ngx_http_webhook_lock_format_is_form(ngx_uint_t format);
+
+
+#endif /* _NGX_HTTP_WEBHOOK_LOCK_FORMATS_H_INCLUDED_ */

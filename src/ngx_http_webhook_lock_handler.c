@@ -1,0 +1,753 @@
+
+/*
+ * Copyright (C) webhook_lock authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <openssl/rand.h>
+
+#include "ngx_http_webhook_lock_module.h"
+
+
+/* the longest Redis key a template may produce */
+#define NGX_HTTP_WEBHOOK_LOCK_KEY_MAX  1024
+
+
+static void ngx_http_webhook_lock_body_handler(ngx_http_request_t *r);
+static void ngx_http_webhook_lock_inspect(ngx_http_request_t *r,
+    ngx_http_webhook_lock_ctx_t *ctx);
+static ngx_int_t ngx_http_webhook_lock_content_type(ngx_http_request_t *r,
+    ngx_uint_t format);
+static ngx_int_t ngx_http_webhook_lock_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_webhook_lock_keys(ngx_http_request_t *r,
+    ngx_http_webhook_lock_ctx_t *ctx);
+static void ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
+    ngx_http_webhook_lock_ctx_t *ctx);
+static void ngx_http_webhook_lock_acquire_handler(void *data, ngx_int_t rc);
+static void ngx_http_webhook_lock_decide(ngx_http_request_t *r,
+    ngx_http_webhook_lock_ctx_t *ctx, ngx_int_t rc);
+static ngx_int_t ngx_http_webhook_lock_respond(ngx_http_request_t *r,
+    ngx_http_webhook_lock_ctx_t *ctx);
+static ngx_int_t ngx_http_webhook_lock_send(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *body, time_t retry_after);
+static void ngx_http_webhook_lock_cancel(void *data);
+static void ngx_http_webhook_lock_release(void *data);
+
+
+ngx_int_t
+ngx_http_webhook_lock_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                          rc;
+    ngx_pool_cleanup_t                *cln;
+    ngx_http_webhook_lock_ctx_t       *ctx;
+    ngx_http_webhook_lock_loc_conf_t  *wlcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_webhook_lock_get_ctx(r);
+
+    if (ctx) {
+        if (ctx->state != NGX_HTTP_WEBHOOK_LOCK_STATE_DONE) {
+            return NGX_AGAIN;
+        }
+
+        if (ctx->redirected) {
+            /* an internal redirect or error_page: decided already */
+            return NGX_DECLINED;
+        }
+
+        return ngx_http_webhook_lock_respond(r, ctx);
+    }
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
+
+    if (wlcf->rules.format == NGX_HTTP_WEBHOOK_LOCK_OFF
+        || r->method != NGX_HTTP_POST)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "webhook lock handler");
+
+    /*
+     * The ctx is kept by a pool cleanup: it outlives internal redirects,
+     * which wipe r->ctx, and releases the lock when the request is freed.
+     */
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_webhook_lock_ctx_t));
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx = cln->data;
+    ngx_memzero(ctx, sizeof(ngx_http_webhook_lock_ctx_t));
+
+    ctx->request = r;
+
+    cln->handler = ngx_http_webhook_lock_release;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_webhook_lock_module);
+
+    if (ngx_http_webhook_lock_content_type(r, wlcf->rules.format) != NGX_OK) {
+        ctx->state = NGX_HTTP_WEBHOOK_LOCK_STATE_DONE;
+        ctx->status = NGX_HTTP_WEBHOOK_LOCK_INVALID;
+        ctx->rc = NGX_HTTP_UNSUPPORTED_MEDIA_TYPE;
+        return ngx_http_webhook_lock_respond(r, ctx);
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_webhook_lock_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    if (ctx->state == NGX_HTTP_WEBHOOK_LOCK_STATE_READING) {
+        /* the body handler resumes the phases when the body is in */
+
+        ctx->body_async = 1;
+
+        ngx_http_finalize_request(r, NGX_DONE);
+        return NGX_DONE;
+    }
+
+    /* the body was all there: the reference the reader took goes now */
+
+    r->main->count--;
+
+    if (ctx->state == NGX_HTTP_WEBHOOK_LOCK_STATE_LOCKING) {
+        return NGX_DONE;
+    }
+
+    return ngx_http_webhook_lock_respond(r, ctx);
+}
+
+
+ngx_http_webhook_lock_ctx_t *
+ngx_http_webhook_lock_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t           *cln;
+    ngx_http_webhook_lock_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_webhook_lock_module);
+
+    if (ctx || !(r->internal || r->filter_finalize)) {
+        return ctx;
+    }
+
+    /* r->ctx was wiped by an internal redirect: find the ctx again */
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_webhook_lock_release) {
+            ctx = cln->data;
+            ctx->redirected = 1;
+
+            ngx_http_set_ctx(r, ctx, ngx_http_webhook_lock_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_webhook_lock_body_handler(ngx_http_request_t *r)
+{
+    ngx_http_webhook_lock_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_webhook_lock_module);
+
+    ngx_http_webhook_lock_inspect(r, ctx);
+
+    if (!ctx->body_async
+        || ctx->state != NGX_HTTP_WEBHOOK_LOCK_STATE_DONE)
+    {
+        return;
+    }
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+static void
+ngx_http_webhook_lock_inspect(ngx_http_request_t *r,
+    ngx_http_webhook_lock_ctx_t *ctx)
+{
+    ngx_int_t                          rc;
+    ngx_str_t                          body, detail;
+    ngx_http_webhook_lock_loc_conf_t  *wlcf;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
+
+    ctx->state = NGX_HTTP_WEBHOOK_LOCK_STATE_DONE;
+
+    rc = ngx_http_webhook_lock_body(r, &body);
+
+    if (rc == NGX_ERROR) {
+        ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    ngx_str_null(&detail);
+
+    rc = ngx_http_webhook_lock_extract(r->pool, &wlcf->rules, body.data,
+                                       body.len, &ctx->payload, &detail);
+
+    if (rc == NGX_ERROR) {
+        ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "webhook rejected: %V", &detail);
+
+        ctx->status = NGX_HTTP_WEBHOOK_LOCK_INVALID;
+        ctx->rc = NGX_HTTP_BAD_REQUEST;
+        ctx->detail = detail;
+        return;
+    }
+
+    rc = ngx_http_webhook_lock_keys(r, ctx);
+
+    if (rc == NGX_ERROR) {
+        ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ctx->status = NGX_HTTP_WEBHOOK_LOCK_BYPASS;
+        ctx->rc = NGX_DECLINED;
+        return;
+    }
+
+    ngx_http_webhook_lock_acquire(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_webhook_lock_content_type(ngx_http_request_t *r, ngx_uint_t format)
+{
+    u_char     *p, *last;
+    ngx_str_t   type, want;
+
+    if (r->headers_in.content_type == NULL) {
+        return NGX_DECLINED;
+    }
+
+    type = r->headers_in.content_type->value;
+
+    if (ngx_http_webhook_lock_format_is_form(format)) {
+        ngx_str_set(&want, "application/x-www-form-urlencoded");
+
+    } else {
+        ngx_str_set(&want, "application/json");
+    }
+
+    /* the media type, case-insensitively, then nothing or parameters */
+
+    if (type.len < want.len
+        || ngx_strncasecmp(type.data, want.data, want.len) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    p = type.data + want.len;
+    last = type.data + type.len;
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    if (p == last || *p == ';') {
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The body in one piece: the buffer nginx read it into when it fits
+ * client_body_buffer_size, else a copy from the buffers or temp file.
+ */
+
+static ngx_int_t
+ngx_http_webhook_lock_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    size_t        len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    ngx_str_null(body);
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    cl = r->request_body->bufs;
+    b = cl->buf;
+
+    if (cl->next == NULL && !b->in_file) {
+        body->data = b->pos;
+        body->len = b->last - b->pos;
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                          b->file_pos);
+
+        if (n != b->file_last - b->file_pos) {
+            ngx_log_error(NGX_LOG_CRIT, r->connection->log, ngx_errno,
+                          ngx_read_file_n " \"%V\" returned only %z bytes",
+                          &b->file->name, n);
+            return NGX_ERROR;
+        }
+
+        p += n;
+    }
+
+    body->len = p - body->data;
+    *p = '\0';
+
+    return NGX_OK;
+}
+
+
+/*
+ * One key per sender, from the key template.  NGX_DECLINED: no key at all
+ * (no sender, or every key came out empty), so no lock.
+ */
+
+static ngx_int_t
+ngx_http_webhook_lock_keys(ngx_http_request_t *r,
+    ngx_http_webhook_lock_ctx_t *ctx)
+{
+    ngx_str_t                         *sender, *key;
+    ngx_uint_t                         i;
+    ngx_http_webhook_lock_loc_conf_t  *wlcf;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
+
+    if (ctx->payload.senders.nelts == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_array_init(&ctx->keys, r->pool, ctx->payload.senders.nelts,
+                       sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    sender = ctx->payload.senders.elts;
+
+    for (i = 0; i < ctx->payload.senders.nelts; i++) {
+        key = ngx_array_push(&ctx->keys);
+        if (key == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->sender = &sender[i];
+
+        if (ngx_http_complex_value(r, wlcf->key, key) != NGX_OK) {
+            ctx->sender = NULL;
+            return NGX_ERROR;
+        }
+
+        if (key->len == 0) {
+            ctx->keys.nelts--;
+            continue;
+        }
+
+        if (key->len > NGX_HTTP_WEBHOOK_LOCK_KEY_MAX) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "webhook lock key of %uz bytes is too long, "
+                          "sender \"%V\" not locked", key->len, &sender[i]);
+            ctx->keys.nelts--;
+            continue;
+        }
+    }
+
+    ctx->sender = NULL;
+
+    return ctx->keys.nelts ? NGX_OK : NGX_DECLINED;
+}
+
+
+static void
+ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
+    ngx_http_webhook_lock_ctx_t *ctx)
+{
+    u_char                             random[16];
+    ngx_str_t                          token;
+    ngx_http_cleanup_t                *cln;
+    ngx_http_webhook_lock_loc_conf_t  *wlcf;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
+
+    if (RAND_bytes(random, sizeof(random)) != 1) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "RAND_bytes() failed");
+        ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    ngx_hex_dump(ctx->token, random, sizeof(random));
+
+    token.data = ctx->token;
+    token.len = NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN;
+
+    ctx->redis_start = ngx_current_msec;
+
+    ctx->ticket = ngx_http_webhook_lock_redis_acquire(ctx->keys.elts,
+                                                      ctx->keys.nelts,
+                                                      &token, wlcf->ttl,
+                                            ngx_http_webhook_lock_acquire_handler,
+                                                      r);
+    if (ctx->ticket == NULL) {
+        ngx_http_webhook_lock_decide(r, ctx, NGX_ERROR);
+        return;
+    }
+
+    /* terminate_request frees the pool whatever count says: detach then */
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        ngx_http_webhook_lock_redis_orphan(ctx->ticket);
+        ctx->ticket = NULL;
+        ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
+    cln->handler = ngx_http_webhook_lock_cancel;
+    cln->data = ctx;
+
+    ctx->state = NGX_HTTP_WEBHOOK_LOCK_STATE_LOCKING;
+
+    r->main->count++;
+
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+}
+
+
+static void
+ngx_http_webhook_lock_acquire_handler(void *data, ngx_int_t rc)
+{
+    ngx_http_request_t  *r = data;
+
+    ngx_connection_t             *c;
+    ngx_http_webhook_lock_ctx_t  *ctx;
+
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_webhook_lock_module);
+
+    ctx->ticket = NULL;
+
+    ngx_http_set_log_request(c->log, r);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "webhook lock reply: %i", rc);
+
+    ngx_http_webhook_lock_decide(r, ctx, rc);
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+
+    ngx_http_finalize_request(r, NGX_DONE);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_webhook_lock_decide(ngx_http_request_t *r,
+    ngx_http_webhook_lock_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_str_t                         *key;
+    ngx_http_webhook_lock_loc_conf_t  *wlcf;
+
+    static time_t                      logged;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
+
+    ctx->state = NGX_HTTP_WEBHOOK_LOCK_STATE_DONE;
+    ctx->redis_time = ngx_current_msec - ctx->redis_start;
+    ctx->redis_timed = 1;
+
+    key = ctx->keys.elts;
+
+    if (rc == 1) {
+        ctx->held = 1;
+        ctx->wlcf = wlcf;
+        ctx->acquired = ngx_current_msec;
+        ctx->status = NGX_HTTP_WEBHOOK_LOCK_ACQUIRED;
+        ctx->rc = NGX_DECLINED;
+        return;
+    }
+
+    if (rc == 0) {
+        ngx_log_error(wlcf->log_level, r->connection->log, 0,
+                      "webhook sender busy, key \"%V\"", &key[0]);
+
+        ctx->status = NGX_HTTP_WEBHOOK_LOCK_BUSY;
+        ctx->rc = NGX_HTTP_SERVICE_UNAVAILABLE;
+        return;
+    }
+
+    /* rc == NGX_ERROR: Redis is down, slow, or answered an error */
+
+    if (wlcf->fail_open) {
+
+        /* once a second at most: an outage must not flood the log */
+
+        if (logged != ngx_time()) {
+            logged = ngx_time();
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "webhook lock unavailable, forwarded unlocked, "
+                          "key \"%V\"", &key[0]);
+        }
+
+        ctx->status = NGX_HTTP_WEBHOOK_LOCK_OPEN;
+        ctx->rc = NGX_DECLINED;
+        return;
+    }
+
+    if (logged != ngx_time()) {
+        logged = ngx_time();
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "webhook lock unavailable, key \"%V\"", &key[0]);
+    }
+
+    ctx->status = NGX_HTTP_WEBHOOK_LOCK_ERROR;
+    ctx->rc = NGX_HTTP_SERVICE_UNAVAILABLE;
+}
+
+
+/*
+ * Acts on the decision: NGX_DECLINED lets the next handler, proxy_pass,
+ * forward the request; anything else is a response of the module's own.
+ */
+
+static ngx_int_t
+ngx_http_webhook_lock_respond(ngx_http_request_t *r,
+    ngx_http_webhook_lock_ctx_t *ctx)
+{
+    u_char                            *p;
+    size_t                             len;
+    ngx_int_t                          rc;
+    ngx_str_t                          body;
+    ngx_http_webhook_lock_loc_conf_t  *wlcf;
+
+    if (ctx->rc == NGX_DECLINED || ctx->rc == NGX_HTTP_INTERNAL_SERVER_ERROR)
+    {
+        return ctx->rc;
+    }
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
+
+    switch (ctx->status) {
+
+    case NGX_HTTP_WEBHOOK_LOCK_BUSY:
+    case NGX_HTTP_WEBHOOK_LOCK_ERROR:
+
+        len = sizeof("{\"error\":\"lock_unavailable\",\"retry_after\":}") - 1
+              + NGX_TIME_T_LEN;
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        body.data = p;
+        body.len = ngx_sprintf(p, "{\"error\":\"%s\",\"retry_after\":%T}",
+                               ctx->status == NGX_HTTP_WEBHOOK_LOCK_BUSY
+                               ? "sender_busy" : "lock_unavailable",
+                               wlcf->retry_after)
+                   - p;
+
+        rc = ngx_http_webhook_lock_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        &body, wlcf->retry_after);
+        break;
+
+    default: /* NGX_HTTP_WEBHOOK_LOCK_INVALID */
+
+        if (ctx->rc == NGX_HTTP_UNSUPPORTED_MEDIA_TYPE) {
+            ngx_str_set(&body, "{\"error\":\"unsupported_media_type\"}");
+
+        } else {
+            len = sizeof("{\"error\":\"invalid_payload\",\"detail\":\"\"}")
+                  - 1 + ngx_escape_json(NULL, ctx->detail.data,
+                                        ctx->detail.len)
+                  + ctx->detail.len;
+
+            p = ngx_pnalloc(r->pool, len);
+            if (p == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            body.data = p;
+
+            p = ngx_cpymem(p, "{\"error\":\"invalid_payload\",\"detail\":\"",
+                           sizeof("{\"error\":\"invalid_payload\","
+                                  "\"detail\":\"") - 1);
+            p = (u_char *) ngx_escape_json(p, ctx->detail.data,
+                                           ctx->detail.len);
+            p = ngx_cpymem(p, "\"}", 2);
+
+            body.len = p - body.data;
+        }
+
+        rc = ngx_http_webhook_lock_send(r, ctx->rc, &body, 0);
+        break;
+    }
+
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_webhook_lock_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *body, time_t retry_after)
+{
+    u_char           *p;
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_chain_t       out;
+    ngx_table_elt_t  *h;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = body->len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (retry_after) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->hash = 1;
+#if (nginx_version >= 1023000)
+        h->next = NULL;
+#endif
+        ngx_str_set(&h->key, "Retry-After");
+        h->value.data = p;
+        h->value.len = ngx_sprintf(p, "%T", retry_after) - p;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = body->data;
+    b->last = body->data + body->len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* r->cleanup: the request is going away while Redis has not answered */
+
+static void
+ngx_http_webhook_lock_cancel(void *data)
+{
+    ngx_http_webhook_lock_ctx_t  *ctx = data;
+
+    if (ctx->ticket) {
+        ngx_http_webhook_lock_redis_orphan(ctx->ticket);
+        ctx->ticket = NULL;
+    }
+}
+
+
+/*
+ * The request's pool goes: whatever ended the request (a response, an
+ * upstream error, a client abort, error_page), the lock is given back,
+ * or kept for what is left of webhook_lock_hold.
+ */
+
+static void
+ngx_http_webhook_lock_release(void *data)
+{
+    ngx_http_webhook_lock_ctx_t  *ctx = data;
+
+    ngx_str_t                          token;
+    ngx_msec_t                         held, hold;
+    ngx_http_webhook_lock_loc_conf_t  *wlcf;
+
+    if (!ctx->held) {
+        return;
+    }
+
+    ctx->held = 0;
+    wlcf = ctx->wlcf;
+
+    held = ngx_current_msec - ctx->acquired;
+    hold = (wlcf->hold > held) ? wlcf->hold - held : 0;
+
+    token.data = ctx->token;
+    token.len = NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN;
+
+    (void) ngx_http_webhook_lock_redis_release(ctx->keys.elts,
+                                               ctx->keys.nelts, &token, hold);
+}

@@ -1,0 +1,598 @@
+
+/*
+ * Copyright (C) webhook_lock authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_webhook_lock_module.h"
+#include "ngx_http_webhook_lock_payload.h"
+
+
+#define NGX_HTTP_WEBHOOK_LOCK_DEFAULT_KEY                                    \
+    "webhook:{$webhook_inbox}:$webhook_sender"
+
+
+static ngx_int_t ngx_http_webhook_lock_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_webhook_lock_postconfiguration(ngx_conf_t *cf);
+static void *ngx_http_webhook_lock_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_webhook_lock_init_main_conf(ngx_conf_t *cf,
+    void *conf);
+static void *ngx_http_webhook_lock_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_webhook_lock_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static char *ngx_http_webhook_lock_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_webhook_lock_paths(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_webhook_lock_retry_after(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_webhook_lock_init_process(ngx_cycle_t *cycle);
+static void ngx_http_webhook_lock_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_enum_t  ngx_http_webhook_lock_fail[] = {
+    { ngx_string("closed"), 0 },
+    { ngx_string("open"), 1 },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_webhook_lock_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_webhook_lock_commands[] = {
+
+    { ngx_string("webhook_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_webhook_lock_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("webhook_lock"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, rules.format),
+      &ngx_http_webhook_lock_formats },
+
+    { ngx_string("webhook_sender"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_webhook_lock_paths,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, rules.senders),
+      NULL },
+
+    { ngx_string("webhook_message_id"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_webhook_lock_paths,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, rules.message_ids),
+      NULL },
+
+    { ngx_string("webhook_inbox"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_webhook_lock_paths,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, rules.inboxes),
+      NULL },
+
+    { ngx_string("webhook_lock_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, key),
+      NULL },
+
+    { ngx_string("webhook_lock_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, ttl),
+      NULL },
+
+    { ngx_string("webhook_lock_hold"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, hold),
+      NULL },
+
+    { ngx_string("webhook_retry_after"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_webhook_lock_retry_after,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, retry_after),
+      NULL },
+
+    { ngx_string("webhook_redis_fail"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, fail_open),
+      &ngx_http_webhook_lock_fail },
+
+    { ngx_string("webhook_lock_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, log_level),
+      &ngx_http_webhook_lock_log_levels },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_webhook_lock_module_ctx = {
+    ngx_http_webhook_lock_preconfiguration,  /* preconfiguration */
+    ngx_http_webhook_lock_postconfiguration, /* postconfiguration */
+
+    ngx_http_webhook_lock_create_main_conf,  /* create main configuration */
+    ngx_http_webhook_lock_init_main_conf,    /* init main configuration */
+
+    NULL,                                    /* create server configuration */
+    NULL,                                    /* merge server configuration */
+
+    ngx_http_webhook_lock_create_loc_conf,   /* create location configuration */
+    ngx_http_webhook_lock_merge_loc_conf     /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_webhook_lock_module = {
+    NGX_MODULE_V1,
+    &ngx_http_webhook_lock_module_ctx,       /* module context */
+    ngx_http_webhook_lock_commands,          /* module directives */
+    NGX_HTTP_MODULE,                         /* module type */
+    NULL,                                    /* init master */
+    NULL,                                    /* init module */
+    ngx_http_webhook_lock_init_process,      /* init process */
+    NULL,                                    /* init thread */
+    NULL,                                    /* exit thread */
+    ngx_http_webhook_lock_exit_process,      /* exit process */
+    NULL,                                    /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_webhook_lock_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_webhook_lock_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_webhook_lock_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_webhook_lock_handler;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_webhook_lock_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_webhook_lock_main_conf_t  *wmcf;
+
+    wmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_webhook_lock_main_conf_t));
+    if (wmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     wmcf->redis.name = { 0, NULL };
+     *     wmcf->redis.host = { 0, NULL };
+     *     wmcf->redis.port = 0;
+     *     wmcf->redis.password = { 0, NULL };
+     *     wmcf->enabled = 0;
+     */
+
+    wmcf->redis.db = NGX_CONF_UNSET;
+    wmcf->redis.connect_timeout = NGX_CONF_UNSET_MSEC;
+    wmcf->redis.timeout = NGX_CONF_UNSET_MSEC;
+    wmcf->redis.max_pending = NGX_CONF_UNSET_UINT;
+
+    return wmcf;
+}
+
+
+static char *
+ngx_http_webhook_lock_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_webhook_lock_main_conf_t *wmcf = conf;
+
+    ngx_conf_init_value(wmcf->redis.db, 0);
+    ngx_conf_init_msec_value(wmcf->redis.connect_timeout, 200);
+    ngx_conf_init_msec_value(wmcf->redis.timeout, 200);
+    ngx_conf_init_uint_value(wmcf->redis.max_pending, 4096);
+
+    if (wmcf->enabled && wmcf->redis.name.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"webhook_lock\" needs a \"webhook_redis\" "
+                      "in the http block");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_webhook_lock_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_webhook_lock_loc_conf_t  *wlcf;
+
+    wlcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_webhook_lock_loc_conf_t));
+    if (wlcf == NULL) {
+        return NULL;
+    }
+
+    wlcf->rules.format = NGX_CONF_UNSET_UINT;
+    wlcf->rules.senders = NGX_CONF_UNSET_PTR;
+    wlcf->rules.message_ids = NGX_CONF_UNSET_PTR;
+    wlcf->rules.inboxes = NGX_CONF_UNSET_PTR;
+    wlcf->key = NGX_CONF_UNSET_PTR;
+    wlcf->ttl = NGX_CONF_UNSET_MSEC;
+    wlcf->hold = NGX_CONF_UNSET_MSEC;
+    wlcf->retry_after = NGX_CONF_UNSET;
+    wlcf->fail_open = NGX_CONF_UNSET_UINT;
+    wlcf->log_level = NGX_CONF_UNSET_UINT;
+
+    return wlcf;
+}
+
+
+static char *
+ngx_http_webhook_lock_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_webhook_lock_loc_conf_t *prev = parent;
+    ngx_http_webhook_lock_loc_conf_t *conf = child;
+
+    ngx_http_webhook_lock_main_conf_t  *wmcf;
+    ngx_http_compile_complex_value_t    ccv;
+    ngx_str_t                           key = ngx_string(
+                                            NGX_HTTP_WEBHOOK_LOCK_DEFAULT_KEY);
+
+    ngx_conf_merge_uint_value(conf->rules.format, prev->rules.format,
+                              NGX_HTTP_WEBHOOK_LOCK_OFF);
+    ngx_conf_merge_ptr_value(conf->rules.senders, prev->rules.senders, NULL);
+    ngx_conf_merge_ptr_value(conf->rules.message_ids,
+                             prev->rules.message_ids, NULL);
+    ngx_conf_merge_ptr_value(conf->rules.inboxes, prev->rules.inboxes, NULL);
+    ngx_conf_merge_msec_value(conf->ttl, prev->ttl, 30000);
+    ngx_conf_merge_msec_value(conf->hold, prev->hold, 0);
+    ngx_conf_merge_value(conf->retry_after, prev->retry_after, 1);
+    ngx_conf_merge_uint_value(conf->fail_open, prev->fail_open, 0);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_ERR);
+
+    if (conf->key == NGX_CONF_UNSET_PTR) {
+
+        if (prev->key == NGX_CONF_UNSET_PTR) {
+            /* compiled once, in the http block, and inherited from there */
+
+            prev->key = ngx_palloc(cf->pool,
+                                   sizeof(ngx_http_complex_value_t));
+            if (prev->key == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+            ccv.cf = cf;
+            ccv.value = &key;
+            ccv.complex_value = prev->key;
+
+            if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        conf->key = prev->key;
+    }
+
+    if (conf->ttl == 0) {
+        return "has \"webhook_lock_ttl\" of zero";
+    }
+
+    if (conf->hold >= conf->ttl) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"webhook_lock_hold\" must be shorter than "
+                           "\"webhook_lock_ttl\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->rules.format == NGX_HTTP_WEBHOOK_LOCK_OFF) {
+        return NGX_CONF_OK;
+    }
+
+    if (conf->rules.format == NGX_HTTP_WEBHOOK_LOCK_JSON
+        && conf->rules.senders == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"webhook_lock json\" needs \"webhook_sender\"");
+        return NGX_CONF_ERROR;
+    }
+
+    wmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_webhook_lock_module);
+    wmcf->enabled = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_webhook_lock_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_webhook_lock_main_conf_t *wmcf = conf;
+
+    u_char      *p;
+    ngx_str_t   *value, s;
+    ngx_url_t    u;
+    ngx_int_t    n;
+    ngx_uint_t   i;
+
+    if (wmcf->redis.name.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = value[1];
+    u.no_resolve = 0;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        if (u.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in \"%V\" of \"webhook_redis\"",
+                               u.err, &u.url);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.family != AF_UNIX && (u.no_port || u.port == 0)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no port in \"%V\" of \"webhook_redis\"", &u.url);
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "host not found in \"%V\" of \"webhook_redis\"",
+                           &u.url);
+        return NGX_CONF_ERROR;
+    }
+
+    wmcf->redis.name = value[1];
+
+    /* hiredis takes the address as text: the first one resolved */
+
+    if (u.family == AF_UNIX) {
+        s.len = u.host.len;
+        s.data = u.host.data;
+        wmcf->redis.port = 0;
+
+    } else {
+        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        s.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+                              NGX_SOCKADDR_STRLEN, 0);
+        s.data = p;
+        wmcf->redis.port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    }
+
+    wmcf->redis.host.data = ngx_pnalloc(cf->pool, s.len + 1);
+    if (wmcf->redis.host.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *ngx_cpymem(wmcf->redis.host.data, s.data, s.len) = '\0';
+    wmcf->redis.host.len = s.len;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            wmcf->redis.password.len = value[i].len - 9;
+            wmcf->redis.password.data = value[i].data + 9;
+
+            if (wmcf->redis.password.len == 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            wmcf->redis.db = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "connect_timeout=", 16) == 0) {
+            s.len = value[i].len - 16;
+            s.data = value[i].data + 16;
+
+            wmcf->redis.connect_timeout = ngx_parse_time(&s, 0);
+            if (wmcf->redis.connect_timeout == (ngx_msec_t) NGX_ERROR
+                || wmcf->redis.connect_timeout == 0)
+            {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.len = value[i].len - 8;
+            s.data = value[i].data + 8;
+
+            wmcf->redis.timeout = ngx_parse_time(&s, 0);
+            if (wmcf->redis.timeout == (ngx_msec_t) NGX_ERROR
+                || wmcf->redis.timeout == 0)
+            {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_pending=", 12) == 0) {
+            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
+            if (n == NGX_ERROR || n == 0) {
+                goto invalid;
+            }
+
+            wmcf->redis.max_pending = n;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    /* a password is not echoed into the log */
+
+    if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+        ngx_str_set(&value[i], "password=");
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_webhook_lock_paths(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    char                           *rv;
+    ngx_str_t                      *value;
+    ngx_uint_t                      i;
+    ngx_array_t                   **paths;
+    ngx_http_webhook_lock_path_t  **path;
+
+    paths = (ngx_array_t **) (p + cmd->offset);
+
+    if (*paths != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    *paths = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                              sizeof(ngx_http_webhook_lock_path_t *));
+    if (*paths == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        path = ngx_array_push(*paths);
+        if (path == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        rv = ngx_http_webhook_lock_path_compile(cf, &value[i], path);
+        if (rv != NGX_CONF_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", rv);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_webhook_lock_retry_after(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char  *p = conf;
+
+    time_t     *sp;
+    ngx_str_t  *value;
+
+    sp = (time_t *) (p + cmd->offset);
+
+    if (*sp != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    /* seconds, as the header carries them; "2s" reads as well */
+
+    *sp = ngx_parse_time(&value[1], 1);
+    if (*sp == (time_t) NGX_ERROR) {
+        return "invalid value";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_webhook_lock_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_webhook_lock_main_conf_t  *wmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    wmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_webhook_lock_module);
+    if (wmcf == NULL || !wmcf->enabled) {
+        return NGX_OK;
+    }
+
+    return ngx_http_webhook_lock_redis_init_process(cycle, &wmcf->redis);
+}
+
+
+static void
+ngx_http_webhook_lock_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_webhook_lock_redis_exit_process(cycle);
+}

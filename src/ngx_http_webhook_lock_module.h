@@ -1,0 +1,100 @@
+
+/*
+ * Copyright (C) webhook_lock authors
+ */
+
+
+#ifndef _NGX_HTTP_WEBHOOK_LOCK_MODULE_H_INCLUDED_
+#define _NGX_HTTP_WEBHOOK_LOCK_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_webhook_lock_formats.h"
+#include "ngx_http_webhook_lock_redis.h"
+
+
+#define NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN  32      /* 128 bits in hex */
+
+
+typedef enum {
+    NGX_HTTP_WEBHOOK_LOCK_NONE = 0,
+    NGX_HTTP_WEBHOOK_LOCK_ACQUIRED,
+    NGX_HTTP_WEBHOOK_LOCK_WAITED,
+    NGX_HTTP_WEBHOOK_LOCK_BUSY,
+    NGX_HTTP_WEBHOOK_LOCK_BYPASS,
+    NGX_HTTP_WEBHOOK_LOCK_DUPLICATE,
+    NGX_HTTP_WEBHOOK_LOCK_INVALID,
+    NGX_HTTP_WEBHOOK_LOCK_UNSIGNED,
+    NGX_HTTP_WEBHOOK_LOCK_ERROR,
+    NGX_HTTP_WEBHOOK_LOCK_OPEN
+} ngx_http_webhook_lock_status_e;
+
+
+typedef struct {
+    ngx_http_webhook_lock_redis_conf_t   redis;
+    ngx_flag_t                           enabled;   /* some location locks */
+} ngx_http_webhook_lock_main_conf_t;
+
+
+typedef struct {
+    ngx_http_webhook_lock_rules_t        rules;
+    ngx_http_complex_value_t            *key;
+    ngx_msec_t                           ttl;
+    ngx_msec_t                           hold;
+    time_t                               retry_after;
+    ngx_uint_t                           fail_open;
+    ngx_uint_t                           log_level;
+} ngx_http_webhook_lock_loc_conf_t;
+
+
+typedef enum {
+    NGX_HTTP_WEBHOOK_LOCK_STATE_READING = 0,
+    NGX_HTTP_WEBHOOK_LOCK_STATE_LOCKING,
+    NGX_HTTP_WEBHOOK_LOCK_STATE_DONE
+} ngx_http_webhook_lock_state_e;
+
+
+/*
+ * Lives in the main request's pool.  A pool cleanup, not r->cleanup,
+ * releases the lock, so internal redirects and error_page, which wipe
+ * the module ctx, do not lose it: the cleanup holds its own pointer.
+ */
+typedef struct {
+    ngx_http_request_t                  *request;
+    ngx_http_webhook_lock_loc_conf_t    *wlcf;      /* that took the lock */
+    ngx_http_webhook_lock_state_e        state;
+    ngx_http_webhook_lock_status_e       status;
+    ngx_int_t                            rc;        /* decision to return */
+
+    ngx_http_webhook_lock_payload_t      payload;
+    ngx_str_t                            detail;    /* why it is invalid */
+    ngx_str_t                           *sender;    /* keyed now, or NULL */
+    ngx_array_t                          keys;      /* of ngx_str_t */
+    u_char                               token[NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN];
+
+    ngx_http_webhook_lock_ticket_t      *ticket;    /* pending acquire */
+    ngx_msec_t                           acquired;  /* when, for the hold */
+    ngx_msec_t                           redis_start;
+    ngx_msec_t                           redis_time;
+    ngx_msec_t                           wait_time;
+
+    unsigned                             held:1;    /* release at the end */
+    unsigned                             redis_timed:1;
+    unsigned                             body_async:1;
+    unsigned                             redirected:1;
+} ngx_http_webhook_lock_ctx_t;
+
+
+extern ngx_module_t  ngx_http_webhook_lock_module;
+
+
+ngx_int_t ngx_http_webhook_lock_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_webhook_lock_add_variables(ngx_conf_t *cf);
+ngx_http_webhook_lock_ctx_t *ngx_http_webhook_lock_get_ctx(
+    ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_WEBHOOK_LOCK_MODULE_H_INCLUDED_ */

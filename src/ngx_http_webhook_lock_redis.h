@@ -1,0 +1,63 @@
+
+/*
+ * Copyright (C) webhook_lock authors
+ */
+
+
+#ifndef _NGX_HTTP_WEBHOOK_LOCK_REDIS_H_INCLUDED_
+#define _NGX_HTTP_WEBHOOK_LOCK_REDIS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+typedef struct {
+    ngx_str_t           name;             /* as configured, for logs */
+    ngx_str_t           host;             /* IP text or unix path, with
+                                             a NUL after it */
+    in_port_t           port;             /* 0: unix socket */
+    ngx_str_t           password;         /* len == 0: no AUTH */
+    ngx_int_t           db;
+    ngx_msec_t          connect_timeout;
+    ngx_msec_t          timeout;
+    ngx_uint_t          max_pending;
+} ngx_http_webhook_lock_redis_conf_t;
+
+
+typedef struct ngx_http_webhook_lock_ticket_s  ngx_http_webhook_lock_ticket_t;
+
+/*
+ * rc: the command's integer result (>= 0), or NGX_ERROR when Redis
+ * answered with an error, timed out, or the connection went away.
+ */
+typedef void (*ngx_http_webhook_lock_reply_pt)(void *data, ngx_int_t rc);
+
+
+ngx_int_t ngx_http_webhook_lock_redis_init_process(ngx_cycle_t *cycle,
+    ngx_http_webhook_lock_redis_conf_t *rcf);
+void ngx_http_webhook_lock_redis_exit_process(ngx_cycle_t *cycle);
+
+/*
+ * Takes every key or none, with "token" as the value and "ttl" as the
+ * expiry.  The handler gets 1 (taken), 0 (some key is held) or NGX_ERROR.
+ * Returns NULL when no command can be sent now (not connected, too many
+ * pending): the caller applies its failure policy at once.
+ */
+ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_redis_acquire(
+    ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *token, ngx_msec_t ttl,
+    ngx_http_webhook_lock_reply_pt handler, void *data);
+
+/*
+ * Gives back the keys that still hold "token": deleted, or with "hold"
+ * > 0 left to expire after that many milliseconds.  Nobody waits for the
+ * answer; a key it cannot reach expires by its ttl.
+ */
+ngx_int_t ngx_http_webhook_lock_redis_release(ngx_str_t *keys,
+    ngx_uint_t nkeys, ngx_str_t *token, ngx_msec_t hold);
+
+/* the caller is gone: its handler will not be called */
+void ngx_http_webhook_lock_redis_orphan(ngx_http_webhook_lock_ticket_t *t);
+
+
+#endif /* _NGX_HTTP_WEBHOOK_LOCK_REDIS_H_INCLUDED_ */
