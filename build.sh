@@ -142,6 +142,6 @@ case "$cmd" in
     test)     run_tests "$@" ;;
     lint)     lint ;;
     install)  install_module ;;
-    demo)     deps; build; exec "$repo/t/demo/album.sh" "$@" ;;
+    demo)     deps; build; exec perl "$repo/t/demo/album.pl" "$build/$so" "$@" ;;
     *)        sed -n '2,14p' "$0"; exit 2 ;;
 esac

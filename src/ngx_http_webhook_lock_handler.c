@@ -434,11 +434,9 @@ ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
 
     ctx->redis_start = ngx_current_msec;
 
-    ctx->ticket = ngx_http_webhook_lock_redis_acquire(ctx->keys.elts,
-                                                      ctx->keys.nelts,
-                                                      &token, wlcf->ttl,
-                                            ngx_http_webhook_lock_acquire_handler,
-                                                      r);
+    ctx->ticket = ngx_http_webhook_lock_redis_acquire(
+                      ctx->keys.elts, ctx->keys.nelts, &token, wlcf->ttl,
+                      ngx_http_webhook_lock_acquire_handler, r);
     if (ctx->ticket == NULL) {
         ngx_http_webhook_lock_decide(r, ctx, NGX_ERROR);
         return;

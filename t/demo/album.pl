@@ -1,0 +1,292 @@
+#!/usr/bin/perl
+
+# ./build.sh demo: an album of six images from one WhatsApp contact, sent
+# at once, first straight to a race-prone stand-in for Chatwoot, then
+# through nginx with webhook_lock; the provider redelivers on 503 after
+# Retry-After.  Prints what happened; exits non-zero if the gate let the
+# race through or lost a message.  --keep leaves everything running.
+
+use strict;
+use warnings;
+
+use File::Basename qw/dirname/;
+use File::Temp qw/tempdir/;
+use IO::Socket::INET;
+use JSON::PP;
+use POSIX qw/setsid _exit/;
+use Time::HiRes qw/time sleep/;
+
+use lib dirname(__FILE__) . '/../lib';
+use Chatwoot;
+
+my $module = shift or die "usage: album.pl MODULE.so [--keep]\n";
+my $keep = grep { $_ eq '--keep' } @ARGV;
+
+my $dir = tempdir('webhook-lock-demo-XXXXXX', TMPDIR => 1,
+                  CLEANUP => !$keep);
+my %port = map { $_ => free_port() } qw/redis app nginx/;
+my $images = 6;
+
+$| = 1;
+
+system('redis-server', '--port', $port{redis}, '--bind', '127.0.0.1',
+       '--save', '', '--appendonly', 'no', '--daemonize', 'yes',
+       '--pidfile', "$dir/redis.pid", '--logfile', "$dir/redis.log") == 0
+    or die "redis-server did not start\n";
+wait_port($port{redis});
+
+my $app = start_app();
+
+write_file("$dir/nginx.conf", <<"CONF");
+load_module $module;
+pid $dir/nginx.pid;
+error_log $dir/error.log notice;
+worker_processes 1;
+events { worker_connections 1024; }
+
+http {
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+
+    log_format webhook '\$time_iso8601 \$status \$webhook_lock_status '
+                       'sender=\$webhook_sender inbox=\$webhook_inbox '
+                       'id=\$webhook_message_id redis=\$webhook_redis_time';
+    access_log $dir/access.log webhook;
+
+    webhook_redis 127.0.0.1:$port{redis};
+
+    upstream chatwoot {
+        server 127.0.0.1:$port{app};
+    }
+
+    server {
+        listen 127.0.0.1:$port{nginx};
+
+        location ~ ^/webhooks/whatsapp/(?<phone>[^/]+)\$ {
+            webhook_lock        whatsapp;
+            webhook_lock_ttl    30s;
+            webhook_retry_after 1;
+            proxy_pass http://chatwoot;
+        }
+    }
+}
+CONF
+
+system('nginx', '-p', "$dir/", '-c', "$dir/nginx.conf", '-e',
+       "$dir/error.log") == 0 or die "nginx did not start\n";
+wait_port($port{nginx});
+
+print "webhook_lock demo: a WhatsApp contact sends an album of $images "
+    . "images\n\n";
+
+# 1. straight to the app: the race
+
+album($port{app}, '15550001111', 'direct');
+my $direct = $app->conversations->{'15550001111'} // 0;
+printf "  straight to the app:  %d webhooks at once -> %d conversations "
+    . "for one contact\n\n", $images, $direct;
+
+# 2. through the gate, the provider redelivering on 503
+
+my $start = time;
+my @attempts = album($port{nginx}, '15550002222', 'gate');
+
+print "  through nginx + webhook_lock (the provider redelivers on 503):\n";
+for my $a (sort { $a->{t} <=> $b->{t} } @attempts) {
+    printf "    %5.2fs  image %d  %s\n", $a->{t} - $start, $a->{n},
+        $a->{status} == 200 ? "200, forwarded to the app"
+        : "$a->{status} $a->{error}, Retry-After: $a->{retry}";
+}
+
+my $conversations = $app->conversations->{'15550002222'} // 0;
+my @messages = grep { $_->{sender} eq '15550002222' } @{ $app->messages };
+my %ids = map { $_->{id} => 1 } @messages;
+my $overlap = overlap(@messages);
+my $busy = grep { $_->{status} == 503 } @attempts;
+
+printf "\n  result: %d conversation, %d of %d messages delivered once "
+    . "each,\n          %d answered 503 and redelivered, at most %d "
+    . "request of\n          this contact in the app at once\n",
+    $conversations, scalar(keys %ids), $images, $busy, $overlap;
+
+my $ok = $conversations == 1 && keys(%ids) == $images
+         && @messages == $images && $overlap == 1;
+
+print $ok ? "\n  the gate held: one conversation, no message lost\n"
+          : "\n  FAILED: the race got through or a message was lost\n";
+
+if ($keep) {
+    print <<"TEXT";
+
+Everything is still running (files in $dir):
+  nginx with the module   http://127.0.0.1:$port{nginx}/webhooks/whatsapp/<phone>
+  redis-server            127.0.0.1:$port{redis}
+  Chatwoot stand-in       127.0.0.1:$port{app}
+
+Send your own webhook:
+  curl -i -H 'Content-Type: application/json' \\
+    http://127.0.0.1:$port{nginx}/webhooks/whatsapp/12345678911 \\
+    -d '{"object":"whatsapp_business_account","entry":[{"changes":[{"value":
+{"metadata":{"phone_number_id":"123456789"},"messages":[{"from":"15557654321",
+"id":"wamid.1","type":"text","text":{"body":"hi"}}]}}]}]}'
+
+Watch it:  tail -f $dir/access.log
+Stop it:   kill \$(cat $dir/nginx.pid $dir/redis.pid); kill -- -\$(cat $dir/app.pid)
+TEXT
+    exit($ok ? 0 : 1);
+}
+
+stop_all();
+exit($ok ? 0 : 1);
+
+
+sub album {
+    my ($port, $sender, $tag) = @_;
+
+    my @kids;
+
+    for my $n (1 .. $images) {
+        my $pid = fork() // die "fork: $!";
+        if ($pid == 0) {
+            deliver($port, $sender, $n, "$dir/$tag-$n.json");
+            _exit(0);
+        }
+        push @kids, $pid;
+    }
+
+    waitpid $_, 0 for @kids;
+
+    return map { @{ decode_json(read_file("$dir/$tag-$_.json")) } }
+           1 .. $images;
+}
+
+# a provider: post, and on 503 redeliver after Retry-After
+sub deliver {
+    my ($port, $sender, $n, $file) = @_;
+
+    my $body = encode_json({
+        object => 'whatsapp_business_account',
+        entry => [{ id => '102290129340398', changes => [{
+            field => 'messages',
+            value => {
+                messaging_product => 'whatsapp',
+                metadata => { display_phone_number => '12345678911',
+                              phone_number_id => '123456789' },
+                contacts => [{ wa_id => $sender,
+                               profile => { name => 'Album sender' } }],
+                messages => [{ from => $sender, id => "wamid.album.$n",
+                               timestamp => int(time), type => 'image',
+                               image => { id => "media-$n",
+                                          mime_type => 'image/jpeg' } }],
+            },
+        }] }],
+    });
+
+    my @attempts;
+
+    for (1 .. 20) {
+        my $t = time;
+        my ($status, $head, $reply) =
+            post($port, '/webhooks/whatsapp/12345678911', $body);
+        my ($retry) = $head =~ /^retry-after:\s*(\d+)/im;
+        my ($error) = $reply =~ /"error":"(\w+)"/;
+
+        push @attempts, { n => $n, t => $t, status => $status,
+                          retry => $retry // '-', error => $error // '' };
+        last if $status == 200;
+        sleep(($retry // 1) + rand(0.2));
+    }
+
+    write_file($file, encode_json(\@attempts));
+}
+
+sub post {
+    my ($port, $uri, $body) = @_;
+
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                  Timeout => 5) or return (0, '', '');
+    print $s "POST $uri HTTP/1.1\r\nHost: localhost\r\n"
+        . "Content-Type: application/json\r\n"
+        . "Content-Length: " . length($body) . "\r\n"
+        . "Connection: close\r\n\r\n$body";
+
+    local $/;
+    my $raw = <$s> // '';
+    my ($head, $reply) = split /\r\n\r\n/, $raw, 2;
+    my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d+)};
+
+    return ($status // 0, $head // '', $reply // '');
+}
+
+# the most requests of one contact inside the app at the same time
+sub overlap {
+    my @m = @_;
+
+    my $max = 0;
+    for my $a (@m) {
+        my $n = grep { $_->{start} < $a->{end} && $a->{start} < $_->{end} }
+                @m;
+        $max = $n if $n > $max;
+    }
+
+    return $max;
+}
+
+sub start_app {
+    my $pid = fork() // die "fork: $!";
+
+    if ($pid == 0) {
+        setsid();
+        my $app = Chatwoot->start(port => $port{app}, dir => $dir);
+        write_file("$dir/app.pid", $app->{pid});
+        $app->{owner} = 0;
+        _exit(0);
+    }
+
+    waitpid $pid, 0;
+    wait_port($port{app});
+
+    return bless { dir => $dir, owner => 0 }, 'Chatwoot';
+}
+
+sub stop_all {
+    for my $name (qw/nginx redis app/) {
+        my $pid = eval { read_file("$dir/$name.pid") } or next;
+        chomp $pid;
+        kill 'TERM', $name eq 'app' ? -$pid : $pid;
+    }
+
+    sleep 0.3;
+}
+
+sub wait_port {
+    my ($port) = @_;
+
+    for (1 .. 50) {
+        return if IO::Socket::INET->new("127.0.0.1:$port");
+        sleep 0.1;
+    }
+
+    die "nothing listens on port $port\n";
+}
+
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Listen => 1, ReuseAddr => 1) or die "$!";
+    return $s->sockport;
+}
+
+sub read_file {
+    open my $fh, '<', $_[0] or die "$_[0]: $!";
+    local $/;
+    return scalar <$fh>;
+}
+
+sub write_file {
+    open my $fh, '>', $_[0] or die "$_[0]: $!";
+    print $fh $_[1];
+    close $fh;
+}
