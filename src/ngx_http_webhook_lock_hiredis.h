@@ -15,12 +15,26 @@
 
 
 /*
+ * Worker shutdown asks the connection to close: "force" is 0 on a
+ * graceful shutdown (the connection is marked idle), 1 when
+ * worker_shutdown_timeout closes every connection.  The handler runs
+ * outside any hiredis callback and may call redisAsyncFree(ac).
+ */
+typedef void (*ngx_http_webhook_lock_hiredis_close_pt)(redisAsyncContext *ac,
+    ngx_uint_t force);
+
+
+/*
  * Drives a hiredis async context from nginx's event loop: the context's
  * socket becomes an nginx connection, hiredis's add/del read/write hooks
  * become nginx events.  hiredis keeps owning (and closes) the socket.
  */
 ngx_int_t ngx_http_webhook_lock_hiredis_attach(redisAsyncContext *ac,
     ngx_log_t *log);
+
+/* after attach; without a handler a shutdown request is ignored */
+void ngx_http_webhook_lock_hiredis_set_close(redisAsyncContext *ac,
+    ngx_http_webhook_lock_hiredis_close_pt handler);
 
 
 #endif /* _NGX_HTTP_WEBHOOK_LOCK_HIREDIS_H_INCLUDED_ */
