@@ -174,8 +174,21 @@ ngx_http_webhook_lock_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_webhook_lock_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
+    ngx_http_handler_pt                *h;
+    ngx_http_core_main_conf_t          *cmcf;
+    ngx_http_webhook_lock_main_conf_t  *wmcf;
+
+    /* locations are merged by now: wmcf->enabled is known */
+
+    wmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_webhook_lock_module);
+
+    if (wmcf->enabled && wmcf->redis.name.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"webhook_lock\" needs a \"webhook_redis\" "
+                      "in the http block");
+        return NGX_ERROR;
+    }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -228,13 +241,6 @@ ngx_http_webhook_lock_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(wmcf->redis.connect_timeout, 200);
     ngx_conf_init_msec_value(wmcf->redis.timeout, 200);
     ngx_conf_init_uint_value(wmcf->redis.max_pending, 4096);
-
-    if (wmcf->enabled && wmcf->redis.name.len == 0) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"webhook_lock\" needs a \"webhook_redis\" "
-                      "in the http block");
-        return NGX_CONF_ERROR;
-    }
 
     return NGX_CONF_OK;
 }

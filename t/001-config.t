@@ -54,7 +54,7 @@ $h->config_ok(location('webhook_lock off;', http => ''),
               'no webhook_redis needed while no location locks');
 
 $h->config_fails(location('webhook_lock xml;'),
-                 qr/invalid value "xml" in .*nginx\.conf:\d+/,
+                 qr/invalid value "xml" in .*\.conf:\d+/,
                  'unknown format, with file and line');
 
 $h->config_fails(location('webhook_lock json;'),
@@ -71,7 +71,7 @@ $h->config_fails(location('webhook_lock whatsapp; webhook_lock instagram;'),
 
 for my $path ('a..b', 'a.', '.a', 'a[', 'a[x]', 'a[1', 'a]', '', 'a[*]b') {
     $h->config_fails(location("webhook_lock json; webhook_sender '$path';"),
-                     qr/path.*nginx\.conf:\d+/i,
+                     qr/path.*\.conf:\d+/i,
                      "bad path '$path' rejected with file and line");
 }
 

@@ -47,7 +47,8 @@ C<TEST_NGINX_BINARY> names nginx (default C</usr/sbin/nginx>).
 
 C<< $h->testdir >>, C<< $h->port($name) >> (a free port, the same for a
 name on every call; C<nginx> by default), C<< $h->url($path) >>,
-C<< $h->write_file($relpath, $bytes) >> (returns the full path).
+C<< $h->write_file($relpath, $bytes) >> (returns the full path),
+C<< $h->read_file($relpath) >> (the bytes, or an empty string).
 
 =head2 nginx
 
@@ -258,6 +259,12 @@ sub write_file {
     close $fh or die "$path: $!\n";
 
     return $path;
+}
+
+sub read_file {
+    my ($self, $name) = @_;
+
+    return _slurp("$self->{dir}/$name") // '';
 }
 
 ###############################################################################

@@ -92,7 +92,7 @@ sub log_file { $_[0]{log} }
 sub requests {
     my ($self) = @_;
 
-    open my $fh, '<', $self->{log} or return ();
+    open my $fh, '<', $self->{log} or return wantarray ? () : 0;
     flock $fh, LOCK_SH;
 
     my @reqs;
@@ -105,7 +105,9 @@ sub requests {
 
     close $fh;
 
-    return sort { $a->{arrived} <=> $b->{arrived} } @reqs;
+    # in scalar context: how many
+    return wantarray ? sort { $a->{arrived} <=> $b->{arrived} } @reqs
+                     : scalar @reqs;
 }
 
 sub wait_requests {

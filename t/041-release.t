@@ -1,0 +1,156 @@
+#!/usr/bin/perl
+
+# Release on every way a request ends: the upstream answered (2xx or 5xx),
+# was down (502), timed out (504), the client went away, an error_page
+# redirect served the answer.  With webhook_lock_hold the key stays for
+# what is left of the hold; a lock that expired and was taken by another
+# request is never released by the first.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use JSON::PP;
+use Time::HiRes qw/time sleep/;
+use NgxHarness;
+
+my $h = NgxHarness->new(needs => [qw/proxy redis/]);
+my $redis = $h->redis;
+my $up = $h->upstream;
+
+$h->start(<<'CONF');
+webhook_redis 127.0.0.1:%%PORT_REDIS%%;
+
+server {
+    listen 127.0.0.1:%%PORT_NGINX%%;
+
+    webhook_lock       json;
+    webhook_sender     from;
+    webhook_lock_key   lock:$webhook_sender;
+    webhook_lock_ttl   10s;
+
+    proxy_set_header X-Lock $webhook_lock_status;
+    proxy_read_timeout 300ms;
+
+    location /hook {
+        proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+
+    location /slow {
+        proxy_read_timeout 5s;
+        proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+
+    location /down {
+        proxy_pass http://127.0.0.1:%%PORT_NOTHING%%;
+    }
+
+    location /fallback {
+        error_page 502 = @fallback;
+        proxy_pass http://127.0.0.1:%%PORT_NOTHING%%;
+    }
+
+    location @fallback {
+        return 200 "fallback $webhook_lock_status\n";
+    }
+
+    location /hold {
+        webhook_lock_hold 1s;
+        proxy_read_timeout 5s;
+        proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+
+    location /short {
+        webhook_lock_ttl 500ms;
+        proxy_read_timeout 5s;
+        proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+}
+CONF
+
+sub body { encode_json({ from => $_[0] }) }
+
+sub gone_soon {
+    my ($key, $name) = @_;
+
+    for (1 .. 50) {
+        return pass($name) unless $redis->cmd('EXISTS', $key);
+        sleep 0.02;
+    }
+
+    fail($name);
+}
+
+my $r;
+
+# the upstream answered
+
+$r = $h->request(POST => '/hook', body => body('a'));
+is($r->{status}, 200, '200 from the upstream');
+gone_soon('lock:a', 'released after a 200');
+
+$r = $h->request(POST => '/hook?status=500', body => body('b'));
+is($r->{status}, 500, '500 from the upstream');
+gone_soon('lock:b', 'released after a 500');
+
+# the upstream is down, or too slow
+
+$r = $h->request(POST => '/down', body => body('c'));
+is($r->{status}, 502, 'upstream down: 502');
+gone_soon('lock:c', 'released after a 502');
+
+$r = $h->request(POST => '/hook?delay=1', body => body('d'));
+is($r->{status}, 504, 'upstream too slow: 504');
+gone_soon('lock:d', 'released after a 504');
+
+# the client went away while the upstream worked
+
+$h->request(POST => '/slow?delay=2', body => body('e'), abort_after => 0.3);
+gone_soon('lock:e', 'released when the client went away, before the '
+                    . 'upstream answered');
+like($h->access_log, qr/ 499 /, 'nginx saw the client go (499)');
+
+# error_page sent the request elsewhere
+
+$r = $h->request(POST => '/fallback', body => body('f'));
+is($r->{status}, 200, 'error_page answered');
+is($r->{body}, "fallback acquired\n",
+   'the named location saw the lock and did not lock again');
+gone_soon('lock:f', 'released after an error_page redirect');
+
+# webhook_lock_hold keeps the key for the rest of the hold
+
+$r = $h->request(POST => '/hold', body => body('g'));
+is($r->{status}, 200, 'held request forwarded');
+sleep 0.1;
+my $pttl = $redis->cmd('PTTL', 'lock:g');
+ok($pttl > 0 && $pttl <= 1000, "kept for the rest of the hold ($pttl ms)");
+
+$r = $h->request(POST => '/hold', body => body('g'));
+is($r->{status}, 503, 'the same sender within the hold: 503');
+
+sleep 1;
+is($redis->cmd('EXISTS', 'lock:g'), 0, 'gone once the hold is over');
+
+$r = $h->request(POST => '/hold?delay=1.2', body => body('h'),
+                 timeout => 5);
+is($r->{status}, 200, 'a request longer than the hold');
+gone_soon('lock:h', 'released at once when the hold is already over');
+
+# a lock that expired and was taken by another is not released
+
+my $slow = $h->request_async(POST => '/short?delay=1', body => body('i'));
+$up->wait_requests(1, 5);
+sleep 0.7;
+is($redis->cmd('EXISTS', 'lock:i'), 0, 'the slow request\'s lock expired');
+$redis->cmd('SET', 'lock:i', 'another-request', 'PX', 10000);
+
+($r) = $h->wait_all($slow);
+is($r->{status}, 200, 'the slow request ended');
+sleep 0.2;
+is($redis->cmd('GET', 'lock:i'), 'another-request',
+   'its release left the new owner\'s lock alone');
+
+$h->done;
