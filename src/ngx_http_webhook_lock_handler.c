@@ -499,7 +499,7 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
     ngx_str_t                         *key;
     ngx_http_webhook_lock_loc_conf_t  *wlcf;
 
-    static time_t                      logged;
+    static time_t                      logged[2];
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
 
@@ -533,8 +533,8 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
 
         /* once a second at most: an outage must not flood the log */
 
-        if (logged != ngx_time()) {
-            logged = ngx_time();
+        if (logged[1] != ngx_time()) {
+            logged[1] = ngx_time();
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "webhook lock unavailable, forwarded unlocked, "
                           "key \"%V\"", &key[0]);
@@ -545,8 +545,8 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
         return;
     }
 
-    if (logged != ngx_time()) {
-        logged = ngx_time();
+    if (logged[0] != ngx_time()) {
+        logged[0] = ngx_time();
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "webhook lock unavailable, key \"%V\"", &key[0]);
     }

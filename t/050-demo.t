@@ -1,0 +1,36 @@
+#!/usr/bin/perl
+
+# ./build.sh demo, end to end: the album goes straight to the race-prone
+# stand-in (more than one conversation), then through the gate (exactly
+# one, every message delivered once, never two at once in the app).
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use NgxHarness;
+
+my $h = NgxHarness->new(needs => [qw/proxy redis/]);
+my $module = $ENV{TEST_NGINX_MODULE}
+             // "$FindBin::Bin/../build/ngx_http_webhook_lock_module.so";
+
+my $out = `perl $FindBin::Bin/demo/album.pl $module 2>&1`;
+my $rc = $? >> 8;
+
+is($rc, 0, 'the demo exits 0') or diag $out;
+
+my ($direct) = $out =~ /straight to the app:\s+\d+ webhooks at once -> (\d+)/;
+ok(defined $direct && $direct > 1,
+   'straight to the app, the race makes several conversations')
+    or diag $out;
+
+like($out, qr/result: 1 conversation, 6 of 6 messages delivered once/,
+     'through the gate: one conversation, six messages');
+like($out, qr/at most 1 request of\s+this contact in the app at once/,
+     'one at a time in the app');
+like($out, qr/503 sender_busy, Retry-After: 1/, 'the 503s are shown');
+like($out, qr/the gate held/, 'the verdict is printed');
+
+$h->done;
