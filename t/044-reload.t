@@ -40,16 +40,6 @@ sub post_async {
                              body => encode_json({ from => $_[0] }));
 }
 
-sub keys_soon {
-    for (1 .. 50) {
-        my $k = $redis->cmd('KEYS', '*');
-        return $k unless @$k;
-        sleep 0.02;
-    }
-
-    return $redis->cmd('KEYS', '*');
-}
-
 # reload
 
 my @inflight = map { post_async("r$_") } 1 .. 3;
@@ -66,7 +56,7 @@ isnt(join(',', $h->worker_pids), join(',', @old), 'new workers run');
 my @r = $h->wait_all(@inflight);
 is(join(',', map { $_->{status} } @r), '200,200,200',
    'requests in flight during the reload finished');
-is_deeply(keys_soon(), [], 'their locks were released');
+is_deeply($redis->settled_keys, [], 'their locks were released');
 
 my $r = $h->request(POST => '/hook', body => encode_json({ from => 'r1' }),
                     timeout => 5);
@@ -84,6 +74,6 @@ ok(time - $t < 4, 'promptly');
 @r = $h->wait_all(@inflight);
 is(join(',', map { $_->{status} } @r), '200,200',
    'requests in flight during quit finished');
-is_deeply(keys_soon(), [], 'their locks were released');
+is_deeply($redis->settled_keys, [], 'their locks were released');
 
 $h->done;

@@ -33,6 +33,10 @@ C<< { err => 'MSG' } >>); it dies when Redis cannot be reached. C<stop>
 sends SIGTERM (no save configured, so nothing is written) and waits,
 C<kill> sends SIGKILL, C<start> starts it again on the same port.
 
+C<settled_keys($timeout)> returns C<KEYS *> once it is empty, or as it is
+after C<$timeout> seconds (1 by default): nginx releases a lock just
+after the response, so a test that asserts "released" must allow that.
+
 =cut
 
 use strict;
@@ -160,6 +164,18 @@ sub cmd {
 
         die "redis $self->{port}: $@"
             if $try == 2 || $@ !~ /^(?:closed|write)/;
+    }
+}
+
+sub settled_keys {
+    my ($self, $timeout) = @_;
+
+    my $deadline = time + ($timeout // 1);
+
+    while (1) {
+        my $keys = $self->cmd('KEYS', '*');
+        return $keys if !@$keys || time > $deadline;
+        sleep 0.02;
     }
 }
 
