@@ -14,9 +14,10 @@
 
 
 typedef struct {
-    ngx_connection_t                        *connection;
+    ngx_connection_t                        *connection; /* data: the ac */
     ngx_http_webhook_lock_hiredis_close_pt   close;
-    unsigned                                 writing:1;
+    unsigned                                 writing:1;  /* in our write
+                                                            handler */
 } ngx_http_webhook_lock_hiredis_t;
 
 

@@ -44,8 +44,8 @@ typedef struct {
 /*
  * Owned by this file, never by a request: freed by the reply callback
  * alone, which hiredis always calls, with a NULL reply when the context
- * dies.  The request's side only clears "handler" (orphan, timeout).
- * A release that could not be done waits in "deferred" instead.
+ * dies.  A request only ever clears "handler" (orphan).  A release
+ * that could not be done waits in "deferred" instead.
  */
 
 struct ngx_http_webhook_lock_ticket_s {
@@ -93,7 +93,7 @@ static ngx_inline void ngx_http_webhook_lock_redis_arg(
     ngx_http_webhook_lock_ticket_t *t, int n, const void *data, size_t len);
 static ngx_int_t ngx_http_webhook_lock_redis_send(
     ngx_http_webhook_lock_redis_t *rd, ngx_http_webhook_lock_ticket_t *t);
-static void ngx_http_webhook_lock_redis_defer(
+static ngx_int_t ngx_http_webhook_lock_redis_defer(
     ngx_http_webhook_lock_redis_t *rd, ngx_http_webhook_lock_ticket_t *t);
 static void ngx_http_webhook_lock_redis_resend(
     ngx_http_webhook_lock_redis_t *rd);
@@ -208,6 +208,8 @@ ngx_http_webhook_lock_redis_init_process(ngx_cycle_t *cycle,
     rd->conf = rcf;
     rd->backoff = NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MIN;
 
+    ngx_queue_init(&rd->deferred);
+
     s = &ngx_http_webhook_lock_acquire_script;
     SHA1(s->text.data, s->text.len, md);
     ngx_hex_dump(s->sha, md, SHA_DIGEST_LENGTH);
@@ -245,7 +247,9 @@ ngx_http_webhook_lock_redis_init_process(ngx_cycle_t *cycle,
 void
 ngx_http_webhook_lock_redis_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_webhook_lock_redis_t  *rd;
+    ngx_queue_t                     *q;
+    ngx_http_webhook_lock_redis_t   *rd;
+    ngx_http_webhook_lock_ticket_t  *t;
 
     rd = &ngx_http_webhook_lock_redis;
 
@@ -266,6 +270,15 @@ ngx_http_webhook_lock_redis_exit_process(ngx_cycle_t *cycle)
 
     ngx_http_webhook_lock_redis_close(rd);
 
+    while (!ngx_queue_empty(&rd->deferred)) {
+        q = ngx_queue_head(&rd->deferred);
+        ngx_queue_remove(q);
+
+        t = ngx_queue_data(q, ngx_http_webhook_lock_ticket_t, queue);
+        ngx_free(t);
+    }
+
+    rd->ndeferred = 0;
     rd->active = 0;
 }
 
@@ -349,9 +362,7 @@ ngx_http_webhook_lock_redis_release(ngx_str_t *keys, ngx_uint_t nkeys,
 
     t->start = ngx_current_msec;
 
-    ngx_http_webhook_lock_redis_defer(rd, t);
-
-    return NGX_OK;
+    return ngx_http_webhook_lock_redis_defer(rd, t);
 }
 
 
@@ -511,7 +522,7 @@ ngx_http_webhook_lock_redis_send(ngx_http_webhook_lock_redis_t *rd,
  * touches keys that still hold the request's own token.
  */
 
-static void
+static ngx_int_t
 ngx_http_webhook_lock_redis_defer(ngx_http_webhook_lock_redis_t *rd,
     ngx_http_webhook_lock_ticket_t *t)
 {
@@ -519,7 +530,7 @@ ngx_http_webhook_lock_redis_defer(ngx_http_webhook_lock_redis_t *rd,
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "webhook redis release dropped");
         ngx_free(t);
-        return;
+        return NGX_ERROR;
     }
 
     ngx_queue_insert_tail(&rd->deferred, &t->queue);
@@ -528,6 +539,8 @@ ngx_http_webhook_lock_redis_defer(ngx_http_webhook_lock_redis_t *rd,
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "webhook redis release deferred, %ui waiting",
                    rd->ndeferred);
+
+    return NGX_OK;
 }
 
 
@@ -632,7 +645,7 @@ ngx_http_webhook_lock_redis_reply(redisAsyncContext *ac, void *r,
          */
 
         if (t->command == NGX_HTTP_WEBHOOK_LOCK_CMD_RELEASE) {
-            ngx_http_webhook_lock_redis_defer(rd, t);
+            (void) ngx_http_webhook_lock_redis_defer(rd, t);
             return;
         }
 
@@ -642,7 +655,7 @@ ngx_http_webhook_lock_redis_reply(redisAsyncContext *ac, void *r,
         if (rt) {
             rt->start = t->start;
             rt->expire = t->start + t->ms;
-            ngx_http_webhook_lock_redis_defer(rd, rt);
+            (void) ngx_http_webhook_lock_redis_defer(rd, rt);
         }
 
     } else if (handler == NULL
@@ -650,8 +663,8 @@ ngx_http_webhook_lock_redis_reply(redisAsyncContext *ac, void *r,
                && t->command != NGX_HTTP_WEBHOOK_LOCK_CMD_RELEASE)
     {
         /*
-         * Taken for a request that is gone or timed out: given back at
-         * once, behind the acquire on the same connection.
+         * Taken for a request that is gone: given back at once, behind
+         * the acquire on the same connection, not after the ttl.
          */
 
         (void) ngx_http_webhook_lock_redis_release(t->keys, t->nkeys,
@@ -796,6 +809,10 @@ ngx_http_webhook_lock_redis_connect(ngx_http_webhook_lock_redis_t *rd)
     redisAsyncContext                   *ac;
     ngx_http_webhook_lock_redis_conf_t  *rcf;
 
+    if (rd->ac != NULL || rd->exiting) {
+        return;
+    }
+
     rcf = rd->conf;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
@@ -894,9 +911,10 @@ ngx_http_webhook_lock_redis_disconnected(const redisAsyncContext *ac,
 
 
 /*
- * Pipelined ahead of anything else on the connection, so commands queued
- * behind them already run authenticated, in the right database and with
- * the scripts loaded: no round trip is waited for before the first one.
+ * Pipelined, before anything else on the connection: one round trip for
+ * all of them.  Acquires wait for the replies (the state turns READY),
+ * so a wrong password or a hung Redis fails requests at once instead of
+ * making them wait behind the setup.
  */
 
 static ngx_int_t
@@ -1078,11 +1096,13 @@ ngx_http_webhook_lock_redis_ready(ngx_http_webhook_lock_redis_t *rd)
         rd->down = 0;
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "redis %V is back", &rd->conf->name);
-        return;
+
+    } else {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "webhook redis %V ready", &rd->conf->name);
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "webhook redis %V ready", &rd->conf->name);
+    ngx_http_webhook_lock_redis_resend(rd);
 }
 
 

@@ -51,7 +51,9 @@ ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_redis_acquire(
 /*
  * Gives back the keys that still hold "token": deleted, or with "hold"
  * > 0 left to expire after that many milliseconds.  Nobody waits for the
- * answer; a key it cannot reach expires by its ttl.
+ * answer.  While Redis is away the release waits (max_pending of them at
+ * most) and goes out once it is back, with what is left of the hold.
+ * NGX_ERROR: dropped; the keys expire by their ttl.
  */
 ngx_int_t ngx_http_webhook_lock_redis_release(ngx_str_t *keys,
     ngx_uint_t nkeys, ngx_str_t *token, ngx_msec_t hold);
