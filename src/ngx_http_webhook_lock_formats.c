@@ -57,6 +57,9 @@ static ngx_int_t ngx_http_webhook_lock_whatsapp(
     ngx_http_webhook_lock_extract_t *ex, cJSON *root);
 static ngx_int_t ngx_http_webhook_lock_whatsapp_value(
     ngx_http_webhook_lock_extract_t *ex, cJSON *value);
+static ngx_int_t ngx_http_webhook_lock_whatsapp_message(
+    ngx_http_webhook_lock_extract_t *ex, ngx_http_webhook_lock_contacts_t *cs,
+    cJSON *m);
 static ngx_int_t ngx_http_webhook_lock_whatsapp_contacts(
     ngx_http_webhook_lock_extract_t *ex, cJSON *contacts,
     ngx_http_webhook_lock_contacts_t *cs);
@@ -64,6 +67,8 @@ static cJSON *ngx_http_webhook_lock_whatsapp_contact(
     ngx_http_webhook_lock_contacts_t *cs, cJSON *message);
 static ngx_int_t ngx_http_webhook_lock_meta(
     ngx_http_webhook_lock_extract_t *ex, cJSON *root, char *object);
+static ngx_int_t ngx_http_webhook_lock_meta_event(
+    ngx_http_webhook_lock_extract_t *ex, cJSON *entry, cJSON *ev);
 static ngx_int_t ngx_http_webhook_lock_tiktok(
     ngx_http_webhook_lock_extract_t *ex, cJSON *root);
 static ngx_int_t ngx_http_webhook_lock_twilio(
@@ -283,23 +288,16 @@ ngx_http_webhook_lock_whatsapp_value(ngx_http_webhook_lock_extract_t *ex,
     cJSON *value)
 {
     cJSON                             *contacts, *messages, *echoes, *m;
-    cJSON                             *type, *system, *contact, *obj[5];
+    cJSON                             *metadata, *obj[3], *item;
     ngx_int_t                          rc;
     ngx_http_webhook_lock_contacts_t   cs;
 
-    static char  *message[] = {
-        "from_parent_user_id", "parent_user_id", "from_user_id", "user_id",
-        "from"
-    };
-
-    static char  *sys[] = { "parent_user_id", "user_id", "wa_id", "from" };
     static char  *echo[] = { "to_parent_user_id", "to_user_id", "to" };
 
-    rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_INBOX,
-                                   ngx_http_webhook_lock_get(
-                                       ngx_http_webhook_lock_get(value,
-                                                                 "metadata"),
-                                       "phone_number_id"));
+    metadata = ngx_http_webhook_lock_get(value, "metadata");
+    item = ngx_http_webhook_lock_get(metadata, "phone_number_id");
+
+    rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_INBOX, item);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -319,55 +317,13 @@ ngx_http_webhook_lock_whatsapp_value(ngx_http_webhook_lock_extract_t *ex,
         return rc;
     }
 
-    cs.only = NULL;
-
-    if (messages != NULL && ex->own[NGX_HTTP_WEBHOOK_LOCK_SENDER]) {
-        rc = ngx_http_webhook_lock_whatsapp_contacts(ex, contacts, &cs);
-        if (rc != NGX_OK) {
-            return rc;
-        }
+    rc = ngx_http_webhook_lock_whatsapp_contacts(ex, contacts, &cs);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     cJSON_ArrayForEach(m, messages) {
-
-        if (ex->own[NGX_HTTP_WEBHOOK_LOCK_SENDER]) {
-            type = ngx_http_webhook_lock_get(m, "type");
-
-            if (cJSON_IsString(type)
-                && ngx_strcmp(type->valuestring, "system") == 0)
-            {
-                system = ngx_http_webhook_lock_get(m, "system");
-
-                obj[0] = system;
-                obj[1] = system;
-                obj[2] = system;
-                obj[3] = m;
-
-                rc = ngx_http_webhook_lock_own(ex,
-                         NGX_HTTP_WEBHOOK_LOCK_SENDER,
-                         ngx_http_webhook_lock_first(obj, sys, 4));
-
-            } else {
-                contact = ngx_http_webhook_lock_whatsapp_contact(&cs, m);
-
-                obj[0] = m;
-                obj[1] = contact;
-                obj[2] = m;
-                obj[3] = contact;
-                obj[4] = m;
-
-                rc = ngx_http_webhook_lock_own(ex,
-                         NGX_HTTP_WEBHOOK_LOCK_SENDER,
-                         ngx_http_webhook_lock_first(obj, message, 5));
-            }
-
-            if (rc != NGX_OK) {
-                return rc;
-            }
-        }
-
-        rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_ID,
-                                       ngx_http_webhook_lock_get(m, "id"));
+        rc = ngx_http_webhook_lock_whatsapp_message(ex, &cs, m);
         if (rc != NGX_OK) {
             return rc;
         }
@@ -379,21 +335,84 @@ ngx_http_webhook_lock_whatsapp_value(ngx_http_webhook_lock_extract_t *ex,
         obj[1] = m;
         obj[2] = m;
 
+        item = ngx_http_webhook_lock_first(obj, echo, 3);
+
         rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_SENDER,
-                                       ngx_http_webhook_lock_first(obj, echo,
-                                                                   3));
+                                       item);
         if (rc != NGX_OK) {
             return rc;
         }
 
-        rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_ID,
-                                       ngx_http_webhook_lock_get(m, "id"));
+        item = ngx_http_webhook_lock_get(m, "id");
+
+        rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_ID, item);
         if (rc != NGX_OK) {
             return rc;
         }
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The sender of a message: the first of its and its contact's ids, from
+ * the most stable (a parent business-scoped user id) to the phone number;
+ * "system" messages carry theirs in "system".
+ */
+
+static ngx_int_t
+ngx_http_webhook_lock_whatsapp_message(ngx_http_webhook_lock_extract_t *ex,
+    ngx_http_webhook_lock_contacts_t *cs, cJSON *m)
+{
+    cJSON      *type, *system, *contact, *obj[5], *item;
+    ngx_int_t   rc;
+
+    static char  *message[] = {
+        "from_parent_user_id", "parent_user_id", "from_user_id", "user_id",
+        "from"
+    };
+
+    static char  *sys[] = { "parent_user_id", "user_id", "wa_id", "from" };
+
+    if (ex->own[NGX_HTTP_WEBHOOK_LOCK_SENDER]) {
+
+        type = ngx_http_webhook_lock_get(m, "type");
+
+        if (cJSON_IsString(type)
+            && ngx_strcmp(type->valuestring, "system") == 0)
+        {
+            system = ngx_http_webhook_lock_get(m, "system");
+
+            obj[0] = system;
+            obj[1] = system;
+            obj[2] = system;
+            obj[3] = m;
+
+            item = ngx_http_webhook_lock_first(obj, sys, 4);
+
+        } else {
+            contact = ngx_http_webhook_lock_whatsapp_contact(cs, m);
+
+            obj[0] = m;
+            obj[1] = contact;
+            obj[2] = m;
+            obj[3] = contact;
+            obj[4] = m;
+
+            item = ngx_http_webhook_lock_first(obj, message, 5);
+        }
+
+        rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_SENDER,
+                                       item);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    item = ngx_http_webhook_lock_get(m, "id");
+
+    return ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_ID, item);
 }
 
 
@@ -406,26 +425,32 @@ static ngx_int_t
 ngx_http_webhook_lock_whatsapp_contacts(ngx_http_webhook_lock_extract_t *ex,
     cJSON *contacts, ngx_http_webhook_lock_contacts_t *cs)
 {
+    cJSON                            *c, *item;
     u_char                            buf[NGX_HTTP_WEBHOOK_LOCK_NUMBER_LEN];
-    cJSON                            *c;
     ngx_str_t                         id;
     ngx_http_webhook_lock_contact_t  *wc;
 
     ngx_rbtree_init(&cs->tree, &cs->sentinel, ngx_str_rbtree_insert_value);
+    cs->only = NULL;
 
-    if (contacts == NULL || contacts->child == NULL) {
+    if (contacts == NULL
+        || contacts->child == NULL
+        || !ex->own[NGX_HTTP_WEBHOOK_LOCK_SENDER])
+    {
         return NGX_OK;
     }
 
     if (contacts->child->next == NULL) {
+        /* matching or not, the only contact is the one */
         cs->only = contacts->child;
+        return NGX_OK;
     }
 
     cJSON_ArrayForEach(c, contacts) {
 
-        if (!ngx_http_webhook_lock_json_value(
-                 ngx_http_webhook_lock_get(c, "wa_id"), buf, &id))
-        {
+        item = ngx_http_webhook_lock_get(c, "wa_id");
+
+        if (!ngx_http_webhook_lock_json_value(item, buf, &id)) {
             continue;
         }
 
@@ -462,14 +487,15 @@ static cJSON *
 ngx_http_webhook_lock_whatsapp_contact(ngx_http_webhook_lock_contacts_t *cs,
     cJSON *message)
 {
-    u_char                           buf[NGX_HTTP_WEBHOOK_LOCK_NUMBER_LEN];
-    ngx_str_t                        from;
-    ngx_str_node_t                  *sn;
-    ngx_http_webhook_lock_contact_t *wc;
+    cJSON                            *item;
+    u_char                            buf[NGX_HTTP_WEBHOOK_LOCK_NUMBER_LEN];
+    ngx_str_t                         from;
+    ngx_str_node_t                   *sn;
+    ngx_http_webhook_lock_contact_t  *wc;
 
-    if (ngx_http_webhook_lock_json_value(
-            ngx_http_webhook_lock_get(message, "from"), buf, &from))
-    {
+    item = ngx_http_webhook_lock_get(message, "from");
+
+    if (ngx_http_webhook_lock_json_value(item, buf, &from)) {
         sn = ngx_str_rbtree_lookup(&cs->tree, &from, 0);
 
         if (sn != NULL) {
@@ -491,10 +517,8 @@ static ngx_int_t
 ngx_http_webhook_lock_meta(ngx_http_webhook_lock_extract_t *ex, cJSON *root,
     char *object)
 {
-    u_char       buf[NGX_HTTP_WEBHOOK_LOCK_NUMBER_LEN];
-    cJSON       *obj, *entries, *entry, *events, *ev, *msg, *who;
+    cJSON       *obj, *entries, *entry, *events, *ev;
     ngx_int_t    rc;
-    ngx_str_t    value;
     ngx_uint_t   i;
 
     static char  *lists[] = { "messaging", "standby" };
@@ -529,49 +553,7 @@ ngx_http_webhook_lock_meta(ngx_http_webhook_lock_extract_t *ex, cJSON *root,
             }
 
             cJSON_ArrayForEach(ev, events) {
-
-                msg = ngx_http_webhook_lock_get(ev, "message");
-
-                if (!cJSON_IsObject(msg)) {
-                    msg = NULL;
-
-                    if (!cJSON_IsObject(ngx_http_webhook_lock_get(ev,
-                                                                  "reaction"))
-                        && !cJSON_IsObject(ngx_http_webhook_lock_get(ev,
-                                                                 "postback")))
-                    {
-                        /* read, delivery, and the like */
-                        continue;
-                    }
-                }
-
-                who = ngx_http_webhook_lock_get(ev,
-                          cJSON_IsTrue(ngx_http_webhook_lock_get(msg,
-                                                                 "is_echo"))
-                          ? "recipient" : "sender");
-                who = ngx_http_webhook_lock_get(who, "id");
-
-                if (ngx_http_webhook_lock_json_value(who, buf, &value)) {
-
-                    rc = ngx_http_webhook_lock_own(ex,
-                             NGX_HTTP_WEBHOOK_LOCK_SENDER, who);
-                    if (rc != NGX_OK) {
-                        return rc;
-                    }
-
-                    /* the inbox of the first entry that locks */
-
-                    rc = ngx_http_webhook_lock_own(ex,
-                             NGX_HTTP_WEBHOOK_LOCK_INBOX,
-                             ngx_http_webhook_lock_get(entry, "id"));
-                    if (rc != NGX_OK) {
-                        return rc;
-                    }
-                }
-
-                rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_ID,
-                                               ngx_http_webhook_lock_get(msg,
-                                                                     "mid"));
+                rc = ngx_http_webhook_lock_meta_event(ex, entry, ev);
                 if (rc != NGX_OK) {
                     return rc;
                 }
@@ -583,6 +565,60 @@ ngx_http_webhook_lock_meta(ngx_http_webhook_lock_extract_t *ex, cJSON *root,
 }
 
 
+static ngx_int_t
+ngx_http_webhook_lock_meta_event(ngx_http_webhook_lock_extract_t *ex,
+    cJSON *entry, cJSON *ev)
+{
+    cJSON       *msg, *who, *item;
+    u_char       buf[NGX_HTTP_WEBHOOK_LOCK_NUMBER_LEN];
+    ngx_int_t    rc;
+    ngx_str_t    value;
+
+    msg = ngx_http_webhook_lock_get(ev, "message");
+
+    if (!cJSON_IsObject(msg)) {
+        msg = NULL;
+
+        if (!cJSON_IsObject(ngx_http_webhook_lock_get(ev, "reaction"))
+            && !cJSON_IsObject(ngx_http_webhook_lock_get(ev, "postback")))
+        {
+            /* read, delivery, and the like */
+            return NGX_OK;
+        }
+    }
+
+    if (cJSON_IsTrue(ngx_http_webhook_lock_get(msg, "is_echo"))) {
+        who = ngx_http_webhook_lock_get(ev, "recipient");
+
+    } else {
+        who = ngx_http_webhook_lock_get(ev, "sender");
+    }
+
+    who = ngx_http_webhook_lock_get(who, "id");
+
+    if (ngx_http_webhook_lock_json_value(who, buf, &value)) {
+
+        rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_SENDER, who);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        /* the inbox is that of the first entry that locks */
+
+        item = ngx_http_webhook_lock_get(entry, "id");
+
+        rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_INBOX, item);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    item = ngx_http_webhook_lock_get(msg, "mid");
+
+    return ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_ID, item);
+}
+
+
 /*
  * TikTok: "content" is a JSON text inside a JSON string.
  */
@@ -591,13 +627,14 @@ static ngx_int_t
 ngx_http_webhook_lock_tiktok(ngx_http_webhook_lock_extract_t *ex,
     cJSON *root)
 {
-    cJSON      *content, *inner;
+    cJSON      *content, *inner, *item;
+    u_char     *text;
     ngx_int_t   rc;
     ngx_str_t   detail;
 
-    rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_INBOX,
-                                   ngx_http_webhook_lock_get(root,
-                                                             "user_openid"));
+    item = ngx_http_webhook_lock_get(root, "user_openid");
+
+    rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_INBOX, item);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -618,10 +655,10 @@ ngx_http_webhook_lock_tiktok(ngx_http_webhook_lock_extract_t *ex,
     }
 
     if (cJSON_IsString(content)) {
-        inner = ngx_http_webhook_lock_json_parse(ex->pool,
-                                             (u_char *) content->valuestring,
-                                             ngx_strlen(content->valuestring),
-                                             &detail);
+        text = (u_char *) content->valuestring;
+
+        inner = ngx_http_webhook_lock_json_parse(ex->pool, text,
+                                                 ngx_strlen(text), &detail);
         if (inner == NULL) {
 
             if (detail.len == 0) {
@@ -640,16 +677,16 @@ ngx_http_webhook_lock_tiktok(ngx_http_webhook_lock_extract_t *ex,
         return NGX_DECLINED;
     }
 
-    rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_SENDER,
-                                   ngx_http_webhook_lock_get(content,
-                                                         "conversation_id"));
+    item = ngx_http_webhook_lock_get(content, "conversation_id");
+
+    rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_SENDER, item);
     if (rc != NGX_OK) {
         return rc;
     }
 
-    return ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_ID,
-                                     ngx_http_webhook_lock_get(content,
-                                                               "message_id"));
+    item = ngx_http_webhook_lock_get(content, "message_id");
+
+    return ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_ID, item);
 }
 
 
@@ -926,10 +963,10 @@ ngx_http_webhook_lock_array(ngx_http_webhook_lock_extract_t *ex,
 static cJSON *
 ngx_http_webhook_lock_first(cJSON **objects, char **names, ngx_uint_t n)
 {
-    u_char      buf[NGX_HTTP_WEBHOOK_LOCK_NUMBER_LEN];
-    cJSON      *item;
-    ngx_str_t   value;
-    ngx_uint_t  i;
+    cJSON       *item;
+    u_char       buf[NGX_HTTP_WEBHOOK_LOCK_NUMBER_LEN];
+    ngx_str_t    value;
+    ngx_uint_t   i;
 
     for (i = 0; i < n; i++) {
         item = ngx_http_webhook_lock_get(objects[i], names[i]);

@@ -20,10 +20,10 @@
 
 
 typedef struct {
-    ngx_pool_t                      *pool;
-    ngx_array_t                     *out;
-    ngx_str_t                       *detail;
-    ngx_http_webhook_lock_path_t    *path;
+    ngx_pool_t                    *pool;
+    ngx_array_t                   *out;
+    ngx_str_t                     *detail;
+    ngx_http_webhook_lock_path_t  *path;
 } ngx_http_webhook_lock_collect_t;
 
 
@@ -48,6 +48,7 @@ char *
 ngx_http_webhook_lock_path_compile(ngx_conf_t *cf, ngx_str_t *text,
     ngx_http_webhook_lock_path_t **path)
 {
+    char                             *err;
     u_char                           *p, *q, *last;
     ngx_int_t                         n;
     ngx_array_t                       segments;
@@ -125,10 +126,8 @@ ngx_http_webhook_lock_path_compile(ngx_conf_t *cf, ngx_str_t *text,
             }
 
             if (q == p) {
-                return ngx_http_webhook_lock_path_error(cf, text,
-                                                        *p == ']'
-                                                        ? "unbalanced \"]\""
-                                                        : "empty name", p);
+                err = (*p == ']') ? "unbalanced \"]\"" : "empty name";
+                return ngx_http_webhook_lock_path_error(cf, text, err, p);
             }
 
             seg->name.len = q - p;
@@ -253,8 +252,8 @@ ngx_http_webhook_lock_path_step(ngx_http_webhook_lock_path_t *path,
     ngx_uint_t i, cJSON *node, ngx_http_webhook_lock_value_pt handler,
     void *data)
 {
-    u_char                            buf[NGX_HTTP_WEBHOOK_LOCK_NUMBER_LEN];
     cJSON                            *child;
+    u_char                            buf[NGX_HTTP_WEBHOOK_LOCK_NUMBER_LEN];
     ngx_int_t                         rc, n;
     ngx_str_t                         value;
     ngx_http_webhook_lock_segment_t  *seg;
@@ -409,8 +408,8 @@ cJSON *
 ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_str_t *detail)
 {
-    u_char              *p, *last;
     cJSON               *root;
+    u_char              *p, *last;
     const char          *end;
     ngx_pool_cleanup_t  *cln;
 

@@ -15,7 +15,7 @@
 #include "ngx_http_webhook_lock_formats.h"
 
 
-#define NGX_HTTP_WEBHOOK_LOCK_PATH_ALL     -1      /* "[*]" */
+#define NGX_HTTP_WEBHOOK_LOCK_PATH_ALL     (-1)    /* "[*]" */
 #define NGX_HTTP_WEBHOOK_LOCK_PATH_MAX     64      /* segments in a PATH */
 #define NGX_HTTP_WEBHOOK_LOCK_JSON_DEPTH   64      /* nesting of a body */
 
