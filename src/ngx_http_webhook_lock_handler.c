@@ -10,6 +10,7 @@
 #include <openssl/rand.h>
 
 #include "ngx_http_webhook_lock_module.h"
+#include "ngx_http_webhook_lock_signature.h"
 
 
 /* the longest Redis key a template may produce */
@@ -24,6 +25,8 @@ static ngx_int_t ngx_http_webhook_lock_content_type(ngx_http_request_t *r,
 static ngx_int_t ngx_http_webhook_lock_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_webhook_lock_keys(ngx_http_request_t *r,
+    ngx_http_webhook_lock_ctx_t *ctx);
+static ngx_int_t ngx_http_webhook_lock_marks(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx);
 static void ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx);
@@ -199,6 +202,25 @@ ngx_http_webhook_lock_inspect(ngx_http_request_t *r,
         return;
     }
 
+    /* before anything is parsed or sent to Redis */
+
+    if (wlcf->signature) {
+        rc = ngx_http_webhook_lock_signature_check(r, wlcf->signature,
+                                                   wlcf->signature_url,
+                                                   wlcf->rules.format, &body);
+
+        if (rc == NGX_ERROR) {
+            ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return;
+        }
+
+        if (rc == NGX_DECLINED) {
+            ctx->status = NGX_HTTP_WEBHOOK_LOCK_UNSIGNED;
+            ctx->rc = NGX_HTTP_UNAUTHORIZED;
+            return;
+        }
+    }
+
     ngx_str_null(&detail);
 
     rc = ngx_http_webhook_lock_extract(r->pool, &wlcf->rules, body.data,
@@ -229,6 +251,11 @@ ngx_http_webhook_lock_inspect(ngx_http_request_t *r,
     if (rc == NGX_DECLINED) {
         ctx->status = NGX_HTTP_WEBHOOK_LOCK_BYPASS;
         ctx->rc = NGX_DECLINED;
+        return;
+    }
+
+    if (wlcf->dedup && ngx_http_webhook_lock_marks(r, ctx) != NGX_OK) {
+        ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
 
@@ -324,7 +351,13 @@ ngx_http_webhook_lock_body(ngx_http_request_t *r, ngx_str_t *body)
         b = cl->buf;
 
         if (!b->in_file) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+
+            /* the last buffer of a chunked body may be empty: pos NULL */
+
+            if (b->last != b->pos) {
+                p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            }
+
             continue;
         }
 
@@ -409,6 +442,71 @@ ngx_http_webhook_lock_keys(ngx_http_request_t *r,
 }
 
 
+/*
+ * webhook_dedup: one mark per message id, "webhook:dedup:{INBOX}:ID",
+ * INBOX as $webhook_inbox has it.  The braces are the default lock key's
+ * hash tag: one script, one Redis Cluster slot.  An id that cannot be
+ * marked turns dedup off for the whole body, which is then forwarded: a
+ * duplicate is better than a message lost.
+ */
+
+static ngx_int_t
+ngx_http_webhook_lock_marks(ngx_http_request_t *r,
+    ngx_http_webhook_lock_ctx_t *ctx)
+{
+    u_char      *p;
+    size_t       len, size;
+    ngx_str_t   *id, *inbox, *mark;
+    ngx_uint_t   i, n;
+
+    n = ctx->payload.message_ids.nelts;
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    id = ctx->payload.message_ids.elts;
+    inbox = ctx->payload.inbox.len ? &ctx->payload.inbox : &r->uri;
+
+    size = 0;
+
+    for (i = 0; i < n; i++) {
+        len = sizeof("webhook:dedup:{}:") - 1 + inbox->len + id[i].len;
+
+        if (len > NGX_HTTP_WEBHOOK_LOCK_KEY_MAX) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "webhook dedup key of %uz bytes is too long, "
+                          "message \"%V\" not deduplicated", len, &id[i]);
+            return NGX_OK;
+        }
+
+        size += len;
+    }
+
+    if (ngx_array_init(&ctx->marks, r->pool, n, sizeof(ngx_str_t)) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        mark = ngx_array_push(&ctx->marks);
+        if (mark == NULL) {
+            return NGX_ERROR;
+        }
+
+        mark->data = p;
+        p = ngx_sprintf(p, "webhook:dedup:{%V}:%V", inbox, &id[i]);
+        mark->len = p - mark->data;
+    }
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx)
@@ -435,7 +533,8 @@ ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
     ctx->redis_start = ngx_current_msec;
 
     ctx->ticket = ngx_http_webhook_lock_redis_acquire(
-                      ctx->keys.elts, ctx->keys.nelts, &token, wlcf->ttl,
+                      ctx->keys.elts, ctx->keys.nelts, ctx->marks.elts,
+                      ctx->marks.nelts, &token, wlcf->ttl,
                       ngx_http_webhook_lock_acquire_handler, r);
     if (ctx->ticket == NULL) {
         ngx_http_webhook_lock_decide(r, ctx, NGX_ERROR);
@@ -456,6 +555,9 @@ ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
     cln->data = ctx;
 
     ctx->state = NGX_HTTP_WEBHOOK_LOCK_STATE_LOCKING;
+    ctx->waiting = 1;
+
+    ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_WAITING, 1);
 
     r->main->count++;
 
@@ -476,6 +578,9 @@ ngx_http_webhook_lock_acquire_handler(void *data, ngx_int_t rc)
     ctx = ngx_http_get_module_ctx(r, ngx_http_webhook_lock_module);
 
     ctx->ticket = NULL;
+    ctx->waiting = 0;
+
+    ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_WAITING, -1);
 
     ngx_http_set_log_request(c->log, r);
 
@@ -507,6 +612,9 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
     ctx->redis_time = ngx_current_msec - ctx->redis_start;
     ctx->redis_timed = 1;
 
+    ngx_http_webhook_lock_stat_observe(NGX_HTTP_WEBHOOK_LOCK_HIST_REDIS,
+                                       ctx->redis_time);
+
     key = ctx->keys.elts;
 
     if (rc == 1) {
@@ -515,6 +623,32 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
         ctx->acquired = ngx_current_msec;
         ctx->status = NGX_HTTP_WEBHOOK_LOCK_ACQUIRED;
         ctx->rc = NGX_DECLINED;
+
+        ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_HELD,
+                                       1);
+        ngx_http_webhook_lock_stat_observe(NGX_HTTP_WEBHOOK_LOCK_HIST_WAIT,
+                                           ctx->wait_time);
+        return;
+    }
+
+    if (rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_DUPLICATE) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "webhook duplicate, every message id done, "
+                      "key \"%V\"", &key[0]);
+
+        ctx->status = NGX_HTTP_WEBHOOK_LOCK_DUPLICATE;
+        ctx->rc = NGX_HTTP_OK;
+        return;
+    }
+
+    if (rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_PROCESSING) {
+        ngx_log_error(wlcf->log_level, r->connection->log, 0,
+                      "webhook duplicate in progress, key \"%V\"",
+                      &key[0]);
+
+        ctx->status = NGX_HTTP_WEBHOOK_LOCK_BUSY;
+        ctx->in_progress = 1;
+        ctx->rc = NGX_HTTP_SERVICE_UNAVAILABLE;
         return;
     }
 
@@ -568,22 +702,37 @@ ngx_http_webhook_lock_respond(ngx_http_request_t *r,
     u_char                            *p;
     size_t                             len;
     ngx_int_t                          rc;
-    ngx_str_t                          body;
+    ngx_str_t                          body, error;
     ngx_http_webhook_lock_loc_conf_t  *wlcf;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
+
+    if (!ctx->counted) {
+        ctx->counted = 1;
+        ngx_http_webhook_lock_stat_request(wlcf->stat, ctx->status);
+    }
 
     if (ctx->rc == NGX_DECLINED || ctx->rc == NGX_HTTP_INTERNAL_SERVER_ERROR)
     {
         return ctx->rc;
     }
 
-    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
-
     switch (ctx->status) {
 
     case NGX_HTTP_WEBHOOK_LOCK_BUSY:
     case NGX_HTTP_WEBHOOK_LOCK_ERROR:
 
-        len = sizeof("{\"error\":\"lock_unavailable\",\"retry_after\":}") - 1
+        if (ctx->in_progress) {
+            ngx_str_set(&error, "duplicate_in_progress");
+
+        } else if (ctx->status == NGX_HTTP_WEBHOOK_LOCK_BUSY) {
+            ngx_str_set(&error, "sender_busy");
+
+        } else {
+            ngx_str_set(&error, "lock_unavailable");
+        }
+
+        len = sizeof("{\"error\":\"\",\"retry_after\":}") - 1 + error.len
               + NGX_TIME_T_LEN;
 
         p = ngx_pnalloc(r->pool, len);
@@ -592,14 +741,26 @@ ngx_http_webhook_lock_respond(ngx_http_request_t *r,
         }
 
         body.data = p;
-        body.len = ngx_sprintf(p, "{\"error\":\"%s\",\"retry_after\":%T}",
-                               ctx->status == NGX_HTTP_WEBHOOK_LOCK_BUSY
-                               ? "sender_busy" : "lock_unavailable",
-                               wlcf->retry_after)
+        body.len = ngx_sprintf(p, "{\"error\":\"%V\",\"retry_after\":%T}",
+                               &error, wlcf->retry_after)
                    - p;
 
         rc = ngx_http_webhook_lock_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                         &body, wlcf->retry_after);
+        break;
+
+    case NGX_HTTP_WEBHOOK_LOCK_UNSIGNED:
+
+        ngx_str_set(&body, "{\"error\":\"invalid_signature\"}");
+
+        rc = ngx_http_webhook_lock_send(r, NGX_HTTP_UNAUTHORIZED, &body, 0);
+        break;
+
+    case NGX_HTTP_WEBHOOK_LOCK_DUPLICATE:
+
+        ngx_str_set(&body, "{\"status\":\"duplicate\"}");
+
+        rc = ngx_http_webhook_lock_send(r, NGX_HTTP_OK, &body, 0);
         break;
 
     default: /* NGX_HTTP_WEBHOOK_LOCK_INVALID */
@@ -715,13 +876,21 @@ ngx_http_webhook_lock_cancel(void *data)
         ngx_http_webhook_lock_redis_orphan(ctx->ticket);
         ctx->ticket = NULL;
     }
+
+    if (ctx->waiting) {
+        ctx->waiting = 0;
+        ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_WAITING, -1);
+    }
 }
 
 
 /*
  * The request's pool goes: whatever ended the request (a response, an
  * upstream error, a client abort, error_page), the lock is given back,
- * or kept for what is left of webhook_lock_hold.
+ * or kept for what is left of webhook_lock_hold.  The dedup marks become
+ * "done" if the client got a 2xx, as $status shows it (a client gone
+ * early is 499), and are dropped otherwise, so that the redelivery of a
+ * failed message gets through.
  */
 
 static void
@@ -730,7 +899,9 @@ ngx_http_webhook_lock_release(void *data)
     ngx_http_webhook_lock_ctx_t  *ctx = data;
 
     ngx_str_t                          token;
-    ngx_msec_t                         held, hold;
+    ngx_uint_t                         status;
+    ngx_msec_t                         held, hold, done;
+    ngx_http_request_t                *r;
     ngx_http_webhook_lock_loc_conf_t  *wlcf;
 
     if (!ctx->held) {
@@ -740,12 +911,22 @@ ngx_http_webhook_lock_release(void *data)
     ctx->held = 0;
     wlcf = ctx->wlcf;
 
+    ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_HELD, -1);
+
     held = ngx_current_msec - ctx->acquired;
     hold = (wlcf->hold > held) ? wlcf->hold - held : 0;
+
+    r = ctx->request;
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+    done = (status >= 200 && status < 300) ? wlcf->dedup : 0;
 
     token.data = ctx->token;
     token.len = NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN;
 
     (void) ngx_http_webhook_lock_redis_release(ctx->keys.elts,
-                                               ctx->keys.nelts, &token, hold);
+                                               ctx->keys.nelts,
+                                               ctx->marks.elts,
+                                               ctx->marks.nelts, &token, hold,
+                                               done);
 }

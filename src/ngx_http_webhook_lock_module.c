@@ -10,6 +10,7 @@
 
 #include "ngx_http_webhook_lock_module.h"
 #include "ngx_http_webhook_lock_payload.h"
+#include "ngx_http_webhook_lock_signature.h"
 
 
 #define NGX_HTTP_WEBHOOK_LOCK_DEFAULT_KEY                                    \
@@ -24,11 +25,20 @@ static char *ngx_http_webhook_lock_init_main_conf(ngx_conf_t *cf,
 static void *ngx_http_webhook_lock_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_webhook_lock_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
+static char *ngx_http_webhook_lock_merge_signature(ngx_conf_t *cf,
+    ngx_http_webhook_lock_loc_conf_t *prev,
+    ngx_http_webhook_lock_loc_conf_t *conf);
 static char *ngx_http_webhook_lock_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_webhook_lock_paths(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_webhook_lock_form_paths(ngx_conf_t *cf,
+    ngx_array_t *paths);
 static char *ngx_http_webhook_lock_retry_after(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_webhook_lock_dedup(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_webhook_lock_signature(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_webhook_lock_init_process(ngx_cycle_t *cycle);
 static void ngx_http_webhook_lock_exit_process(ngx_cycle_t *cycle);
@@ -108,11 +118,32 @@ static ngx_command_t  ngx_http_webhook_lock_commands[] = {
       offsetof(ngx_http_webhook_lock_loc_conf_t, hold),
       NULL },
 
+    { ngx_string("webhook_dedup"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_webhook_lock_dedup,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, dedup),
+      NULL },
+
     { ngx_string("webhook_retry_after"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_webhook_lock_retry_after,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_webhook_lock_loc_conf_t, retry_after),
+      NULL },
+
+    { ngx_string("webhook_signature"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_webhook_lock_signature,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("webhook_signature_url"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, signature_url),
       NULL },
 
     { ngx_string("webhook_redis_fail"),
@@ -121,6 +152,20 @@ static ngx_command_t  ngx_http_webhook_lock_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_webhook_lock_loc_conf_t, fail_open),
       &ngx_http_webhook_lock_fail },
+
+    { ngx_string("webhook_lock_name"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, name),
+      NULL },
+
+    { ngx_string("webhook_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_webhook_lock_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
 
     { ngx_string("webhook_lock_log_level"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -220,6 +265,7 @@ ngx_http_webhook_lock_create_main_conf(ngx_conf_t *cf)
      *     wmcf->redis.host = { 0, NULL };
      *     wmcf->redis.port = 0;
      *     wmcf->redis.password = { 0, NULL };
+     *     wmcf->redis.dedup = 0;
      *     wmcf->enabled = 0;
      */
 
@@ -261,8 +307,11 @@ ngx_http_webhook_lock_create_loc_conf(ngx_conf_t *cf)
     wlcf->rules.message_ids = NGX_CONF_UNSET_PTR;
     wlcf->rules.inboxes = NGX_CONF_UNSET_PTR;
     wlcf->key = NGX_CONF_UNSET_PTR;
+    wlcf->signature = NGX_CONF_UNSET_PTR;
+    wlcf->signature_url = NGX_CONF_UNSET_PTR;
     wlcf->ttl = NGX_CONF_UNSET_MSEC;
     wlcf->hold = NGX_CONF_UNSET_MSEC;
+    wlcf->dedup = NGX_CONF_UNSET_MSEC;
     wlcf->retry_after = NGX_CONF_UNSET;
     wlcf->fail_open = NGX_CONF_UNSET_UINT;
     wlcf->log_level = NGX_CONF_UNSET_UINT;
@@ -278,6 +327,7 @@ ngx_http_webhook_lock_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_webhook_lock_loc_conf_t *prev = parent;
     ngx_http_webhook_lock_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t           *clcf;
     ngx_http_webhook_lock_main_conf_t  *wmcf;
     ngx_http_compile_complex_value_t    ccv;
     ngx_str_t                           key = ngx_string(
@@ -291,9 +341,11 @@ ngx_http_webhook_lock_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_ptr_value(conf->rules.inboxes, prev->rules.inboxes, NULL);
     ngx_conf_merge_msec_value(conf->ttl, prev->ttl, 30000);
     ngx_conf_merge_msec_value(conf->hold, prev->hold, 0);
+    ngx_conf_merge_msec_value(conf->dedup, prev->dedup, 0);
     ngx_conf_merge_value(conf->retry_after, prev->retry_after, 1);
     ngx_conf_merge_uint_value(conf->fail_open, prev->fail_open, 0);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_ERR);
+    ngx_conf_merge_str_value(conf->name, prev->name, "");
 
     if (conf->key == NGX_CONF_UNSET_PTR) {
 
@@ -331,8 +383,24 @@ ngx_http_webhook_lock_merge_loc_conf(ngx_conf_t *cf, void *parent,
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_webhook_lock_merge_signature(cf, prev, conf) != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->rules.format == NGX_HTTP_WEBHOOK_LOCK_OFF) {
         return NGX_CONF_OK;
+    }
+
+    if (conf->rules.format == NGX_HTTP_WEBHOOK_LOCK_TWILIO
+        && (ngx_http_webhook_lock_form_paths(cf, conf->rules.senders)
+            != NGX_OK
+            || ngx_http_webhook_lock_form_paths(cf, conf->rules.message_ids)
+               != NGX_OK
+            || ngx_http_webhook_lock_form_paths(cf, conf->rules.inboxes)
+               != NGX_OK))
+    {
+        return NGX_CONF_ERROR;
     }
 
     if (conf->rules.format == NGX_HTTP_WEBHOOK_LOCK_JSON
@@ -346,6 +414,78 @@ ngx_http_webhook_lock_merge_loc_conf(ngx_conf_t *cf, void *parent,
     wmcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_webhook_lock_module);
     wmcf->enabled = 1;
+
+    if (conf->dedup) {
+        /* the dedup scripts are loaded on connect only when used */
+        wmcf->redis.dedup = 1;
+    }
+
+    /* counted in webhook_status under its name, else the location's */
+
+    if (conf->name.len == 0) {
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->name.len) {
+            conf->name = clcf->name;
+
+        } else {
+            ngx_str_set(&conf->name, "server");
+        }
+    }
+
+    if (ngx_http_webhook_lock_stat_location(cf, &conf->name, &conf->stat)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_webhook_lock_merge_signature(ngx_conf_t *cf,
+    ngx_http_webhook_lock_loc_conf_t *prev,
+    ngx_http_webhook_lock_loc_conf_t *conf)
+{
+    ngx_str_t                          url;
+    ngx_http_compile_complex_value_t   ccv;
+
+    ngx_str_set(&url, NGX_HTTP_WEBHOOK_LOCK_SIGNATURE_URL);
+
+    ngx_conf_merge_ptr_value(conf->signature, prev->signature, NULL);
+
+    if (conf->signature_url == NGX_CONF_UNSET_PTR) {
+
+        if (prev->signature_url == NGX_CONF_UNSET_PTR) {
+            /* compiled once, in the http block, and inherited from there */
+
+            prev->signature_url = ngx_palloc(cf->pool,
+                                             sizeof(ngx_http_complex_value_t));
+            if (prev->signature_url == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+            ccv.cf = cf;
+            ccv.value = &url;
+            ccv.complex_value = prev->signature_url;
+
+            if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        conf->signature_url = prev->signature_url;
+    }
+
+    if (conf->signature && conf->rules.format == NGX_HTTP_WEBHOOK_LOCK_JSON) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"webhook_lock json\" has no signature scheme: "
+                           "use \"webhook_signature off\" there");
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -539,12 +679,43 @@ ngx_http_webhook_lock_paths(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         rv = ngx_http_webhook_lock_path_compile(cf, &value[i], path);
         if (rv != NGX_CONF_OK) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", rv);
+            if (rv != NGX_CONF_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", rv);
+            }
+
             return NGX_CONF_ERROR;
         }
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* a form body has fields, not trees: each path must be a plain name */
+
+static ngx_int_t
+ngx_http_webhook_lock_form_paths(ngx_conf_t *cf, ngx_array_t *paths)
+{
+    ngx_uint_t                      i;
+    ngx_http_webhook_lock_path_t  **path;
+
+    if (paths == NULL) {
+        return NGX_OK;
+    }
+
+    path = paths->elts;
+
+    for (i = 0; i < paths->nelts; i++) {
+        if (ngx_http_webhook_lock_path_name(path[i]) == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" is not a form field name, "
+                               "as \"webhook_lock twilio\" needs",
+                               &path[i]->text);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -570,6 +741,101 @@ ngx_http_webhook_lock_retry_after(ngx_conf_t *cf, ngx_command_t *cmd,
     *sp = ngx_parse_time(&value[1], 1);
     if (*sp == (time_t) NGX_ERROR) {
         return "invalid value";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_webhook_lock_dedup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t   *value;
+    ngx_msec_t  *mp;
+
+    mp = (ngx_msec_t *) (p + cmd->offset);
+
+    if (*mp != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        *mp = 0;
+        return NGX_CONF_OK;
+    }
+
+    *mp = ngx_parse_time(&value[1], 0);
+    if (*mp == (ngx_msec_t) NGX_ERROR || *mp == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Secrets are complex values; a request is accepted when any one of them
+ * verifies its signature, so that a secret can be rotated.  Never echoed.
+ */
+
+static char *
+ngx_http_webhook_lock_signature(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_webhook_lock_loc_conf_t *wlcf = conf;
+
+    ngx_str_t                         *value;
+    ngx_uint_t                         i;
+    ngx_http_complex_value_t          *cv;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (wlcf->signature != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        wlcf->signature = NULL;
+        return NGX_CONF_OK;
+    }
+
+    wlcf->signature = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                       sizeof(ngx_http_complex_value_t));
+    if (wlcf->signature == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (value[i].len == 0) {
+            return "has an empty secret";
+        }
+
+        if (ngx_strcmp(value[i].data, "off") == 0) {
+            return "has \"off\" among secrets";
+        }
+
+        cv = ngx_array_push(wlcf->signature);
+        if (cv == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+        ccv.cf = cf;
+        ccv.value = &value[i];
+        ccv.complex_value = cv;
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     return NGX_CONF_OK;

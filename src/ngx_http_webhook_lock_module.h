@@ -14,6 +14,7 @@
 
 #include "ngx_http_webhook_lock_formats.h"
 #include "ngx_http_webhook_lock_redis.h"
+#include "ngx_http_webhook_lock_status.h"
 
 
 #define NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN  32      /* 128 bits in hex */
@@ -42,11 +43,16 @@ typedef struct {
 typedef struct {
     ngx_http_webhook_lock_rules_t        rules;
     ngx_http_complex_value_t            *key;
+    ngx_array_t                         *signature; /* secrets, or NULL */
+    ngx_http_complex_value_t            *signature_url;
     ngx_msec_t                           ttl;
     ngx_msec_t                           hold;
+    ngx_msec_t                           dedup;     /* 0: off */
     time_t                               retry_after;
     ngx_uint_t                           fail_open;
     ngx_uint_t                           log_level;
+    ngx_str_t                            name;      /* in webhook_status */
+    ngx_http_webhook_lock_stat_slot_t   *stat;
 } ngx_http_webhook_lock_loc_conf_t;
 
 
@@ -73,6 +79,7 @@ typedef struct {
     ngx_str_t                            detail;    /* why it is invalid */
     ngx_str_t                           *sender;    /* keyed now, or NULL */
     ngx_array_t                          keys;      /* of ngx_str_t */
+    ngx_array_t                          marks;     /* dedup, of ngx_str_t */
     u_char                               token[NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN];
 
     ngx_http_webhook_lock_ticket_t      *ticket;    /* pending acquire */
@@ -85,6 +92,9 @@ typedef struct {
     unsigned                             redis_timed:1;
     unsigned                             body_async:1;
     unsigned                             redirected:1;
+    unsigned                             in_progress:1; /* dedup busy */
+    unsigned                             counted:1;
+    unsigned                             waiting:1;
 } ngx_http_webhook_lock_ctx_t;
 
 

@@ -13,6 +13,7 @@
 
 #include "ngx_http_webhook_lock_redis.h"
 #include "ngx_http_webhook_lock_hiredis.h"
+#include "ngx_http_webhook_lock_status.h"
 
 
 #define NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MIN  50
@@ -38,6 +39,7 @@ typedef enum {
 typedef struct {
     ngx_str_t                            text;
     u_char                               sha[SHA_DIGEST_LENGTH * 2];
+    ngx_uint_t                           dedup;     /* loaded if used */
 } ngx_http_webhook_lock_script_t;
 
 
@@ -57,8 +59,10 @@ struct ngx_http_webhook_lock_ticket_s {
     ngx_msec_t                           ms;        /* ttl or hold */
     ngx_msec_t                           start;     /* sent or deferred */
     ngx_msec_t                           expire;    /* 0: not known */
-    ngx_str_t                           *keys;      /* copies */
+    ngx_http_webhook_lock_script_t      *script;    /* NULL: SET */
+    ngx_str_t                           *keys;      /* copies, then marks */
     ngx_uint_t                           nkeys;
+    ngx_uint_t                           nmarks;    /* dedup marks */
     ngx_str_t                            token;
     int                                  argc;
     const char                         **argv;      /* for the EVAL retry */
@@ -83,12 +87,15 @@ typedef struct {
     unsigned                             active:1;  /* init_process ran */
     unsigned                             down:1;    /* "unreachable" said */
     unsigned                             exiting:1;
+    unsigned                             ready:1;   /* counted connected */
+    unsigned                             lost:1;    /* a reconnect is due */
 } ngx_http_webhook_lock_redis_t;
 
 
 static ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_redis_create(
     ngx_http_webhook_lock_command_e command, ngx_str_t *keys,
-    ngx_uint_t nkeys, ngx_str_t *token, ngx_msec_t ms);
+    ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token,
+    ngx_msec_t ms, ngx_msec_t done);
 static ngx_inline void ngx_http_webhook_lock_redis_arg(
     ngx_http_webhook_lock_ticket_t *t, int n, const void *data, size_t len);
 static ngx_int_t ngx_http_webhook_lock_redis_send(
@@ -129,6 +136,8 @@ static void ngx_http_webhook_lock_redis_fail(
 static void ngx_http_webhook_lock_redis_drop(
     ngx_http_webhook_lock_redis_t *rd, const char *reason);
 static void ngx_http_webhook_lock_redis_close(
+    ngx_http_webhook_lock_redis_t *rd);
+static void ngx_http_webhook_lock_redis_unready(
     ngx_http_webhook_lock_redis_t *rd);
 static void ngx_http_webhook_lock_redis_schedule(
     ngx_http_webhook_lock_redis_t *rd);
@@ -181,11 +190,101 @@ static const char  ngx_http_webhook_lock_release_lua[] =
 
 
 static ngx_http_webhook_lock_script_t  ngx_http_webhook_lock_acquire_script = {
-    ngx_string(ngx_http_webhook_lock_acquire_lua), ""
+    ngx_string(ngx_http_webhook_lock_acquire_lua), "", 0
 };
 
 static ngx_http_webhook_lock_script_t  ngx_http_webhook_lock_release_script = {
-    ngx_string(ngx_http_webhook_lock_release_lua), ""
+    ngx_string(ngx_http_webhook_lock_release_lua), "", 0
+};
+
+
+/*
+ * webhook_dedup: one mark per message id, next to the lock keys in the
+ * same script, so dedup costs no round trip of its own: the dedup script
+ * acquires, the settle script releases.  A mark holds the token of the
+ * request processing the id (expiring with its lock), or "done" once a
+ * request carrying it was answered 2xx.
+ *
+ * KEYS: the lock keys, then the marks; ARGV[1]: token, ARGV[2]: how
+ * many lock keys, ARGV[3]: ttl (ms).  3: every id is done, 2: an id is
+ * being processed, 0: a lock is held; nothing is taken then.  1: the
+ * locks are taken and every mark not done holds the token.
+ */
+
+static const char  ngx_http_webhook_lock_dedup_lua[] =
+    "local n = tonumber(ARGV[2])\n"
+    "local new = 0\n"
+    "for i = n + 1, #KEYS do\n"
+    "  local v = redis.call('GET', KEYS[i])\n"
+    "  if not v then\n"
+    "    new = new + 1\n"
+    "  elseif v ~= 'done' then\n"
+    "    return 2\n"
+    "  end\n"
+    "end\n"
+    "if new == 0 then return 3 end\n"
+    "for i = 1, n do\n"
+    "  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end\n"
+    "end\n"
+    "for i = 1, n do\n"
+    "  redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[3])\n"
+    "end\n"
+    "for i = n + 1, #KEYS do\n"
+    "  redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[3], 'NX')\n"
+    "end\n"
+    "return 1\n";
+
+
+/*
+ * KEYS: the lock keys, then the marks; ARGV[1]: token, ARGV[2]: how
+ * many lock keys, ARGV[3]: how long a "done" mark lives (ms), or "0"
+ * when the request failed, ARGV[4]: hold (ms).  The lock keys as in the
+ * release script.  Success: every mark not done becomes "done", ours or
+ * not, since the upstream took every id of the body.  Failure: only
+ * marks still holding our token go, so the redelivery gets through.
+ * Returns how many lock keys were ours.
+ */
+
+static const char  ngx_http_webhook_lock_settle_lua[] =
+    "local n = tonumber(ARGV[2])\n"
+    "local r = 0\n"
+    "for i = 1, n do\n"
+    "  if redis.call('GET', KEYS[i]) == ARGV[1] then\n"
+    "    if ARGV[4] == '0' then\n"
+    "      redis.call('DEL', KEYS[i])\n"
+    "    else\n"
+    "      redis.call('PEXPIRE', KEYS[i], ARGV[4])\n"
+    "    end\n"
+    "    r = r + 1\n"
+    "  end\n"
+    "end\n"
+    "for i = n + 1, #KEYS do\n"
+    "  local v = redis.call('GET', KEYS[i])\n"
+    "  if ARGV[3] ~= '0' then\n"
+    "    if v ~= 'done' then\n"
+    "      redis.call('SET', KEYS[i], 'done', 'PX', ARGV[3])\n"
+    "    end\n"
+    "  elseif v == ARGV[1] then\n"
+    "    redis.call('DEL', KEYS[i])\n"
+    "  end\n"
+    "end\n"
+    "return r\n";
+
+
+static ngx_http_webhook_lock_script_t  ngx_http_webhook_lock_dedup_script = {
+    ngx_string(ngx_http_webhook_lock_dedup_lua), "", 1
+};
+
+static ngx_http_webhook_lock_script_t  ngx_http_webhook_lock_settle_script = {
+    ngx_string(ngx_http_webhook_lock_settle_lua), "", 1
+};
+
+
+static ngx_http_webhook_lock_script_t  *ngx_http_webhook_lock_scripts[] = {
+    &ngx_http_webhook_lock_acquire_script,
+    &ngx_http_webhook_lock_release_script,
+    &ngx_http_webhook_lock_dedup_script,
+    &ngx_http_webhook_lock_settle_script
 };
 
 
@@ -198,6 +297,7 @@ ngx_http_webhook_lock_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_webhook_lock_redis_conf_t *rcf)
 {
     u_char                           md[SHA_DIGEST_LENGTH];
+    ngx_uint_t                       i;
     ngx_http_webhook_lock_redis_t   *rd;
     ngx_http_webhook_lock_script_t  *s;
 
@@ -210,13 +310,13 @@ ngx_http_webhook_lock_redis_init_process(ngx_cycle_t *cycle,
 
     ngx_queue_init(&rd->deferred);
 
-    s = &ngx_http_webhook_lock_acquire_script;
-    SHA1(s->text.data, s->text.len, md);
-    ngx_hex_dump(s->sha, md, SHA_DIGEST_LENGTH);
-
-    s = &ngx_http_webhook_lock_release_script;
-    SHA1(s->text.data, s->text.len, md);
-    ngx_hex_dump(s->sha, md, SHA_DIGEST_LENGTH);
+    for (i = 0; i < sizeof(ngx_http_webhook_lock_scripts)
+                    / sizeof(ngx_http_webhook_lock_scripts[0]); i++)
+    {
+        s = ngx_http_webhook_lock_scripts[i];
+        SHA1(s->text.data, s->text.len, md);
+        ngx_hex_dump(s->sha, md, SHA_DIGEST_LENGTH);
+    }
 
     /* none of these may keep a worker from exiting */
 
@@ -285,8 +385,8 @@ ngx_http_webhook_lock_redis_exit_process(ngx_cycle_t *cycle)
 
 ngx_http_webhook_lock_ticket_t *
 ngx_http_webhook_lock_redis_acquire(ngx_str_t *keys, ngx_uint_t nkeys,
-    ngx_str_t *token, ngx_msec_t ttl, ngx_http_webhook_lock_reply_pt handler,
-    void *data)
+    ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token, ngx_msec_t ttl,
+    ngx_http_webhook_lock_reply_pt handler, void *data)
 {
     ngx_http_webhook_lock_redis_t   *rd;
     ngx_http_webhook_lock_ticket_t  *t;
@@ -311,10 +411,11 @@ ngx_http_webhook_lock_redis_acquire(ngx_str_t *keys, ngx_uint_t nkeys,
         return NULL;
     }
 
-    t = ngx_http_webhook_lock_redis_create(nkeys == 1
+    t = ngx_http_webhook_lock_redis_create((nkeys == 1 && nmarks == 0)
                                            ? NGX_HTTP_WEBHOOK_LOCK_CMD_SET
                                            : NGX_HTTP_WEBHOOK_LOCK_CMD_ACQUIRE,
-                                           keys, nkeys, token, ttl);
+                                           keys, nkeys, marks, nmarks, token,
+                                           ttl, 0);
     if (t == NULL) {
         return NULL;
     }
@@ -333,7 +434,8 @@ ngx_http_webhook_lock_redis_acquire(ngx_str_t *keys, ngx_uint_t nkeys,
 
 ngx_int_t
 ngx_http_webhook_lock_redis_release(ngx_str_t *keys, ngx_uint_t nkeys,
-    ngx_str_t *token, ngx_msec_t hold)
+    ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token, ngx_msec_t hold,
+    ngx_msec_t done)
 {
     ngx_http_webhook_lock_redis_t   *rd;
     ngx_http_webhook_lock_ticket_t  *t;
@@ -347,7 +449,8 @@ ngx_http_webhook_lock_redis_release(ngx_str_t *keys, ngx_uint_t nkeys,
     /* not bounded by max_pending: each follows an acquire that was */
 
     t = ngx_http_webhook_lock_redis_create(NGX_HTTP_WEBHOOK_LOCK_CMD_RELEASE,
-                                           keys, nkeys, token, hold);
+                                           keys, nkeys, marks, nmarks, token,
+                                           hold, done);
     if (t == NULL) {
         return NGX_ERROR;
     }
@@ -375,26 +478,38 @@ ngx_http_webhook_lock_redis_orphan(ngx_http_webhook_lock_ticket_t *t)
 
 static ngx_http_webhook_lock_ticket_t *
 ngx_http_webhook_lock_redis_create(ngx_http_webhook_lock_command_e command,
-    ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *token, ngx_msec_t ms)
+    ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks,
+    ngx_str_t *token, ngx_msec_t ms, ngx_msec_t done)
 {
     int                              argc, n;
-    u_char                          *p, *num, *exp;
-    size_t                           size, numlen, explen;
+    u_char                          *p, *num, *cnt, *dn, *exp;
+    size_t                           size, numlen, cntlen, dnlen, explen;
+    ngx_str_t                       *src;
     ngx_uint_t                       i;
     ngx_http_webhook_lock_script_t  *s;
     ngx_http_webhook_lock_ticket_t  *t;
 
-    argc = (command == NGX_HTTP_WEBHOOK_LOCK_CMD_SET) ? 6 : (int) nkeys + 5;
+    argc = (command == NGX_HTTP_WEBHOOK_LOCK_CMD_SET)
+           ? 6 : (int) (nkeys + nmarks) + 5;
+
+    if (nmarks) {
+        /* how many keys are locks; a release adds the "done" time */
+        argc += (command == NGX_HTTP_WEBHOOK_LOCK_CMD_RELEASE) ? 2 : 1;
+    }
 
     /* one allocation: the ticket, keys, argv, argvlen, then the bytes */
 
     size = ngx_align(sizeof(ngx_http_webhook_lock_ticket_t), sizeof(void *))
-           + nkeys * sizeof(ngx_str_t)
+           + (nkeys + nmarks) * sizeof(ngx_str_t)
            + argc * (sizeof(char *) + sizeof(size_t))
-           + token->len + 2 * NGX_INT_T_LEN;
+           + token->len + 4 * NGX_INT_T_LEN;
 
     for (i = 0; i < nkeys; i++) {
         size += keys[i].len;
+    }
+
+    for (i = 0; i < nmarks; i++) {
+        size += marks[i].len;
     }
 
     t = ngx_alloc(size, ngx_cycle->log);
@@ -407,14 +522,16 @@ ngx_http_webhook_lock_redis_create(ngx_http_webhook_lock_command_e command,
     t->keys = (ngx_str_t *) ((u_char *) t
                   + ngx_align(sizeof(ngx_http_webhook_lock_ticket_t),
                               sizeof(void *)));
-    t->argv = (const char **) (t->keys + nkeys);
+    t->argv = (const char **) (t->keys + nkeys + nmarks);
     t->argvlen = (size_t *) (t->argv + argc);
     p = (u_char *) (t->argvlen + argc);
 
-    for (i = 0; i < nkeys; i++) {
-        t->keys[i].len = keys[i].len;
+    for (i = 0; i < nkeys + nmarks; i++) {
+        src = (i < nkeys) ? &keys[i] : &marks[i - nkeys];
+
+        t->keys[i].len = src->len;
         t->keys[i].data = p;
-        p = ngx_cpymem(p, keys[i].data, keys[i].len);
+        p = ngx_cpymem(p, src->data, src->len);
     }
 
     t->token.len = token->len;
@@ -422,8 +539,16 @@ ngx_http_webhook_lock_redis_create(ngx_http_webhook_lock_command_e command,
     p = ngx_cpymem(p, token->data, token->len);
 
     num = p;
-    p = ngx_sprintf(p, "%ui", nkeys);
+    p = ngx_sprintf(p, "%ui", nkeys + nmarks);
     numlen = p - num;
+
+    cnt = p;
+    p = ngx_sprintf(p, "%ui", nkeys);
+    cntlen = p - cnt;
+
+    dn = p;
+    p = ngx_sprintf(p, "%M", done);
+    dnlen = p - dn;
 
     /* the last argument, room for NGX_INT_T_LEN: a resend rewrites it */
 
@@ -443,27 +568,44 @@ ngx_http_webhook_lock_redis_create(ngx_http_webhook_lock_command_e command,
         ngx_http_webhook_lock_redis_arg(t, n++, exp, explen);
 
     } else {
-        s = (command == NGX_HTTP_WEBHOOK_LOCK_CMD_ACQUIRE)
-            ? &ngx_http_webhook_lock_acquire_script
-            : &ngx_http_webhook_lock_release_script;
+        if (command == NGX_HTTP_WEBHOOK_LOCK_CMD_ACQUIRE) {
+            s = nmarks ? &ngx_http_webhook_lock_dedup_script
+                       : &ngx_http_webhook_lock_acquire_script;
+
+        } else {
+            s = nmarks ? &ngx_http_webhook_lock_settle_script
+                       : &ngx_http_webhook_lock_release_script;
+        }
 
         ngx_http_webhook_lock_redis_arg(t, n++, "EVALSHA", 7);
         ngx_http_webhook_lock_redis_arg(t, n++, s->sha, sizeof(s->sha));
         ngx_http_webhook_lock_redis_arg(t, n++, num, numlen);
 
-        for (i = 0; i < nkeys; i++) {
+        for (i = 0; i < nkeys + nmarks; i++) {
             ngx_http_webhook_lock_redis_arg(t, n++, t->keys[i].data,
                                             t->keys[i].len);
         }
 
         ngx_http_webhook_lock_redis_arg(t, n++, t->token.data, t->token.len);
+
+        if (nmarks) {
+            ngx_http_webhook_lock_redis_arg(t, n++, cnt, cntlen);
+
+            if (command == NGX_HTTP_WEBHOOK_LOCK_CMD_RELEASE) {
+                ngx_http_webhook_lock_redis_arg(t, n++, dn, dnlen);
+            }
+        }
+
         ngx_http_webhook_lock_redis_arg(t, n++, exp, explen);
+
+        t->script = s;
     }
 
     t->argc = argc;
     t->command = command;
     t->ms = ms;
     t->nkeys = nkeys;
+    t->nmarks = nmarks;
 
     /*
      * Not cancelable, on purpose: a graceful shutdown then waits (at most
@@ -507,6 +649,9 @@ ngx_http_webhook_lock_redis_send(ngx_http_webhook_lock_redis_t *rd,
     ngx_add_timer(&t->timer, rd->conf->timeout);
 
     rd->pending++;
+
+    ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_REDIS_COMMANDS,
+                                   1);
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "webhook redis %s keys:%ui ms:%M pending:%ui",
@@ -612,6 +757,11 @@ ngx_http_webhook_lock_redis_reply(redisAsyncContext *ac, void *r,
 
     rc = ngx_http_webhook_lock_redis_result(t, reply);
 
+    if (rc == NGX_ERROR) {
+        ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_REDIS_ERRORS,
+                                       1);
+    }
+
     if (t->timer.timer_set) {
         ngx_del_timer(&t->timer);
     }
@@ -651,7 +801,9 @@ ngx_http_webhook_lock_redis_reply(redisAsyncContext *ac, void *r,
 
         rt = ngx_http_webhook_lock_redis_create(
                                          NGX_HTTP_WEBHOOK_LOCK_CMD_RELEASE,
-                                         t->keys, t->nkeys, &t->token, 0);
+                                         t->keys, t->nkeys,
+                                         t->keys + t->nkeys, t->nmarks,
+                                         &t->token, 0, 0);
         if (rt) {
             rt->start = t->start;
             rt->expire = t->start + t->ms;
@@ -668,7 +820,9 @@ ngx_http_webhook_lock_redis_reply(redisAsyncContext *ac, void *r,
          */
 
         (void) ngx_http_webhook_lock_redis_release(t->keys, t->nkeys,
-                                                   &t->token, 0);
+                                                   t->keys + t->nkeys,
+                                                   t->nmarks, &t->token, 0,
+                                                   0);
     }
 
     ngx_free(t);
@@ -688,9 +842,7 @@ ngx_http_webhook_lock_redis_eval(redisAsyncContext *ac,
         return NGX_ERROR;
     }
 
-    s = (t->command == NGX_HTTP_WEBHOOK_LOCK_CMD_ACQUIRE)
-        ? &ngx_http_webhook_lock_acquire_script
-        : &ngx_http_webhook_lock_release_script;
+    s = t->script;
 
     t->argv[0] = "EVAL";
     t->argvlen[0] = sizeof("EVAL") - 1;
@@ -705,6 +857,9 @@ ngx_http_webhook_lock_redis_eval(redisAsyncContext *ac,
     {
         return NGX_ERROR;
     }
+
+    ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_REDIS_COMMANDS,
+                                   1);
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "webhook redis NOSCRIPT, EVAL");
@@ -787,6 +942,9 @@ ngx_http_webhook_lock_redis_timeout(ngx_event_t *ev)
     /* answered now; the ticket stays until hiredis lets it go */
 
     t->handler = NULL;
+
+    ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_REDIS_TIMEOUTS,
+                                   1);
 
     /*
      * Redis hangs: everything in flight fails now rather than queueing
@@ -927,11 +1085,6 @@ ngx_http_webhook_lock_redis_setup(ngx_http_webhook_lock_redis_t *rd)
     ngx_http_webhook_lock_script_t      *s;
     ngx_http_webhook_lock_redis_conf_t  *rcf;
 
-    static ngx_http_webhook_lock_script_t  *scripts[] = {
-        &ngx_http_webhook_lock_acquire_script,
-        &ngx_http_webhook_lock_release_script
-    };
-
     rcf = rd->conf;
 
     rd->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_SETUP;
@@ -971,8 +1124,14 @@ ngx_http_webhook_lock_redis_setup(ngx_http_webhook_lock_redis_t *rd)
         rd->setup++;
     }
 
-    for (i = 0; i < sizeof(scripts) / sizeof(scripts[0]); i++) {
-        s = scripts[i];
+    for (i = 0; i < sizeof(ngx_http_webhook_lock_scripts)
+                    / sizeof(ngx_http_webhook_lock_scripts[0]); i++)
+    {
+        s = ngx_http_webhook_lock_scripts[i];
+
+        if (s->dedup && !rcf->dedup) {
+            continue;
+        }
 
         argv[0] = "SCRIPT";
         argvlen[0] = sizeof("SCRIPT") - 1;
@@ -1088,6 +1247,16 @@ ngx_http_webhook_lock_redis_ready(ngx_http_webhook_lock_redis_t *rd)
     rd->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_READY;
     rd->backoff = NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MIN;
 
+    rd->ready = 1;
+    ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_REDIS_CONNECTED,
+                                   1);
+
+    if (rd->lost) {
+        rd->lost = 0;
+        ngx_http_webhook_lock_stat_add(
+                               NGX_HTTP_WEBHOOK_LOCK_STAT_REDIS_RECONNECTS, 1);
+    }
+
     if (rd->connect.timer_set) {
         ngx_del_timer(&rd->connect);
     }
@@ -1136,6 +1305,8 @@ static void
 ngx_http_webhook_lock_redis_gone(ngx_http_webhook_lock_redis_t *rd,
     const char *reason)
 {
+    ngx_http_webhook_lock_redis_unready(rd);
+
     rd->ac = NULL;
     rd->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN;
 
@@ -1192,6 +1363,8 @@ ngx_http_webhook_lock_redis_close(ngx_http_webhook_lock_redis_t *rd)
 
     ac = rd->ac;
 
+    ngx_http_webhook_lock_redis_unready(rd);
+
     /* first: the callbacks below must find no context to send to */
 
     rd->ac = NULL;
@@ -1211,6 +1384,23 @@ ngx_http_webhook_lock_redis_close(ngx_http_webhook_lock_redis_t *rd)
     }
 
     ngx_http_webhook_lock_redis_schedule(rd);
+}
+
+
+/* for webhook_status: this worker is connected no more */
+
+static void
+ngx_http_webhook_lock_redis_unready(ngx_http_webhook_lock_redis_t *rd)
+{
+    if (!rd->ready) {
+        return;
+    }
+
+    rd->ready = 0;
+    rd->lost = !rd->exiting;
+
+    ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_REDIS_CONNECTED,
+                                   -1);
 }
 
 

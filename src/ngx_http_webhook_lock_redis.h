@@ -22,7 +22,13 @@ typedef struct {
     ngx_msec_t          connect_timeout;
     ngx_msec_t          timeout;
     ngx_uint_t          max_pending;
+    ngx_flag_t          dedup;            /* load the dedup scripts */
 } ngx_http_webhook_lock_redis_conf_t;
+
+
+/* acquire results with dedup marks, besides 1 (taken) and 0 (held) */
+#define NGX_HTTP_WEBHOOK_LOCK_REDIS_PROCESSING  2
+#define NGX_HTTP_WEBHOOK_LOCK_REDIS_DUPLICATE   3
 
 
 typedef struct ngx_http_webhook_lock_ticket_s  ngx_http_webhook_lock_ticket_t;
@@ -43,10 +49,16 @@ void ngx_http_webhook_lock_redis_exit_process(ngx_cycle_t *cycle);
  * expiry.  The handler gets 1 (taken), 0 (some key is held) or NGX_ERROR.
  * Returns NULL when no command can be sent now (not connected, too many
  * pending): the caller applies its failure policy at once.
+ *
+ * "marks" (nmarks > 0: dedup) are one key per message id, checked in the
+ * same script first: every one "done" gives _REDIS_DUPLICATE, one held
+ * by another request _REDIS_PROCESSING, and nothing is taken then; else
+ * the keys are taken and the marks not done are set to "token" too.
  */
 ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_redis_acquire(
-    ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *token, ngx_msec_t ttl,
-    ngx_http_webhook_lock_reply_pt handler, void *data);
+    ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks,
+    ngx_str_t *token, ngx_msec_t ttl, ngx_http_webhook_lock_reply_pt handler,
+    void *data);
 
 /*
  * Gives back the keys that still hold "token": deleted, or with "hold"
@@ -54,9 +66,14 @@ ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_redis_acquire(
  * answer.  While Redis is away the release waits (max_pending of them at
  * most) and goes out once it is back, with what is left of the hold.
  * NGX_ERROR: dropped; the keys expire by their ttl.
+ *
+ * In the same script, with "done" > 0 every mark not done yet becomes
+ * "done" for that many milliseconds; with "done" == 0 the marks still
+ * holding "token" are deleted, so that a redelivery gets through.
  */
 ngx_int_t ngx_http_webhook_lock_redis_release(ngx_str_t *keys,
-    ngx_uint_t nkeys, ngx_str_t *token, ngx_msec_t hold);
+    ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token,
+    ngx_msec_t hold, ngx_msec_t done);
 
 /* the caller is gone: its handler will not be called */
 void ngx_http_webhook_lock_redis_orphan(ngx_http_webhook_lock_ticket_t *t);

@@ -75,6 +75,10 @@ for my $path ('a..b', 'a.', '.a', 'a[', 'a[x]', 'a[1', 'a]', '', 'a[*]b') {
                      "bad path '$path' rejected with file and line");
 }
 
+$h->config_fails(location('webhook_lock twilio; webhook_sender a.b;'),
+                 qr/"a\.b" is not a form field name.*\.conf:\d+/,
+                 'twilio paths must be field names');
+
 $h->config_fails(location('webhook_lock json; webhook_sender a; '
                           . 'webhook_sender b;'),
                  qr/"webhook_sender" directive is duplicate/,
@@ -143,5 +147,28 @@ server {
 }
 CONF
                  'webhook_redis outside http');
+
+# webhook_dedup
+
+$h->config_ok(location('webhook_lock json; webhook_sender from; '
+                       . 'webhook_dedup 24h;'), 'webhook_dedup 24h accepted');
+
+$h->config_ok(location('webhook_lock json; webhook_sender from; '
+                       . 'webhook_dedup off;'), 'webhook_dedup off accepted');
+
+$h->config_fails(location('webhook_lock json; webhook_sender from; '
+                          . 'webhook_dedup 0;'),
+                 qr/invalid value "0" in .*\.conf:\d+/,
+                 'webhook_dedup 0 refused, with file and line');
+
+$h->config_fails(location('webhook_lock json; webhook_sender from; '
+                          . 'webhook_dedup forever;'),
+                 qr/invalid value "forever"/,
+                 'webhook_dedup without a time refused');
+
+$h->config_fails(location('webhook_lock json; webhook_sender from; '
+                          . 'webhook_dedup 1h; webhook_dedup off;'),
+                 qr/"webhook_dedup" directive is duplicate/,
+                 'webhook_dedup twice');
 
 $h->done;

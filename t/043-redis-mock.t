@@ -42,6 +42,10 @@ server {
     location /plain {
         return 200 "plain\n";
     }
+
+    location = /status {
+        webhook_status;
+    }
 }
 CONF
 
@@ -100,6 +104,13 @@ $h->error_log_like(qr/redis .*tim(ed|e) ?out/i, 'the timeout is logged');
 $mock->set_rules([]);
 ok(healthy(), 'back to normal after a slow answer');
 
+my $stats = decode_json($h->request(GET => '/status?format=json')->{body});
+is($stats->{webhook_lock_redis_timeouts_total}, 1, 'the timeout counted');
+ok($stats->{webhook_lock_redis_errors_total} >= 1,
+   'and the command it failed');
+is($stats->{webhook_lock_redis_reconnects_total}, 1,
+   'and the reconnect that followed');
+
 # no answer at all, fail closed and fail open
 
 $mock->set_rules([ [ 'SET' => { hang => 1 } ] ]);
@@ -134,6 +145,10 @@ for my $fault ([ garbage => { garbage => 1 } ],
     $mock->set_rules([]);
     ok(healthy(), "back to normal after $name");
 }
+
+$stats = decode_json($h->request(GET => '/status?format=json')->{body});
+ok($stats->{webhook_lock_redis_errors_total} >= 4,
+   'garbage, a dropped connection and an error reply counted as errors');
 
 # a held key (nil from SET NX) is busy, not an error
 

@@ -16,8 +16,12 @@ my $h = NgxHarness->new(needs => [qw/proxy redis/]);
 my $module = $ENV{TEST_NGINX_MODULE}
              // "$FindBin::Bin/../build/ngx_http_webhook_lock_module.so";
 
-my $out = `perl $FindBin::Bin/demo/album.pl $module 2>&1`;
-my $rc = $? >> 8;
+# into a file, not a pipe: a reader of a pipe would also wait for every
+# daemon the demo started; a minute is far more than it needs
+my $file = $h->testdir . '/demo.out';
+my $rc = system("timeout 60 perl $FindBin::Bin/demo/album.pl $module "
+                . "> $file 2>&1") >> 8;
+my $out = $h->read_file('demo.out');
 
 is($rc, 0, 'the demo exits 0') or diag $out;
 

@@ -1,0 +1,227 @@
+#!/usr/bin/perl
+
+# webhook_status: after a scripted sequence of outcomes, on two worker
+# processes and across a reload, every counter shows exactly what was
+# done; the Prometheus text passes a strict line grammar; the JSON parses.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use JSON::PP;
+use Time::HiRes qw/time sleep/;
+use NgxHarness;
+
+my $h = NgxHarness->new(needs => [qw/proxy redis/]);
+my $redis = $h->redis;
+my $up = $h->upstream;
+
+my $conf = <<'CONF';
+webhook_redis 127.0.0.1:%%PORT_REDIS%% timeout=300ms;
+
+server {
+    listen 127.0.0.1:%%PORT_NGINX%%;
+
+    webhook_sender from;
+
+    location /a {
+        webhook_lock json;
+        webhook_lock_name alpha;
+        proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+
+    location /b {
+        webhook_lock json;
+        webhook_redis_fail open;
+        proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+
+    location /probe {
+        webhook_lock json;
+        proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+
+    location = /status {
+        webhook_status;
+    }
+}
+CONF
+
+$h->start($conf, main => 'worker_processes 2;');
+
+is(scalar(my @w = $h->worker_pids), 2, 'two workers');
+
+sub post {
+    my ($uri, $body, %opts) = @_;
+    return $h->request(POST => $uri, body => $body, timeout => 5, %opts);
+}
+
+sub status_json {
+    my $r = $h->request(GET => '/status?format=json');
+    is($r->{headers}{'content-type'}, 'application/json', 'JSON type');
+    return decode_json($r->{body});
+}
+
+sub counts {
+    my ($json, $location) = @_;
+    my $c = $json->{requests}{$location} or return {};
+    return { map { $_ => $c->{$_} } grep { $c->{$_} } keys %$c };
+}
+
+###############################################################################
+
+# a scripted sequence
+
+my $n = 0;
+sub body { $n++; encode_json({ from => $_[0] // "s$n" }) }
+
+post('/a', body()) for 1 .. 3;                          # 3 acquired
+post('/a', '{"id":1}');                                 # bypass
+post('/a', 'nope');                                     # invalid
+post('/a', body(), headers => { 'Content-Type' => 'text/plain' });
+                                                        # invalid (415)
+
+my @r = $h->wait_all(
+    map { $h->request_async(POST => '/a?delay=0.5', body => body('same'),
+                            at => time + 0.3) } 1 .. 3);
+is(join(',', sort map { $_->{status} } @r), '200,503,503', 'busy twice');
+
+post('/b', body()) for 1 .. 2;                          # b: 2 acquired
+
+$redis->stop;
+post('/a', body());                                     # error
+post('/b', body()) for 1 .. 2;                          # b: 2 open
+$redis->start;
+
+# locking again before going on, counted elsewhere (/probe)
+for (1 .. 60) {
+    last if counts(status_json(), '/probe')->{acquired}
+            && status_json()->{webhook_lock_redis_connected_workers} == 2;
+    post('/probe', body());
+    sleep 0.1;
+}
+post('/b', body());                                     # b: 3 acquired
+
+my $json = status_json();
+
+is_deeply(counts($json, 'alpha'),
+          { acquired => 4, busy => 2, bypass => 1, invalid => 2, error => 1 },
+          'alpha: every outcome counted once, across both workers');
+is_deeply(counts($json, '/b'), { acquired => 3, open => 2 },
+          '/b (named after its location): acquired and open');
+
+# the last release follows its response by a moment
+for (1 .. 50) {
+    last unless $json->{webhook_lock_locks_held};
+    sleep 0.02;
+    $json = status_json();
+}
+
+is($json->{webhook_lock_locks_held}, 0, 'no lock held now');
+is($json->{webhook_lock_requests_waiting}, 0, 'nobody waiting now');
+is($json->{webhook_lock_redis_connected_workers}, 2,
+   'both workers connected again');
+ok($json->{webhook_lock_redis_reconnects_total} >= 2,
+   'both workers reconnected after the restart');
+my $attempts = 0;
+for my $c (values %{ $json->{requests} }) {
+    $attempts += $c->{$_} for qw/acquired busy error open/;
+}
+
+my $hist = $json->{webhook_lock_redis_duration_seconds};
+is($hist->{count}, $attempts, 'one observation per lock attempt');
+is($hist->{buckets}{'+Inf'}, $hist->{count}, '+Inf bucket is the count');
+
+# Redis commands: each single-sender lock is one acquire and one release
+
+my $before = status_json()->{webhook_lock_redis_commands_total};
+post('/a', body()) for 1 .. 5;
+sleep 0.2;
+is(status_json()->{webhook_lock_redis_commands_total} - $before, 10,
+   'five locks: ten commands');
+
+# a lock held shows in the gauge while its request is in the upstream
+
+my $slow = $h->request_async(POST => '/a?delay=0.6', body => body());
+sleep 0.3;
+$json = status_json();
+is($json->{webhook_lock_locks_held}, 1, 'one lock held during a request');
+$h->wait_all($slow);
+
+###############################################################################
+
+# across a reload the counters go on
+
+my $acquired = counts(status_json(), 'alpha')->{acquired};
+ok($h->reload($conf), 'reloaded');
+post('/a', body());
+is(counts(status_json(), 'alpha')->{acquired}, $acquired + 1,
+   'counters survive a reload');
+
+###############################################################################
+
+# the Prometheus text, with a strict line grammar
+
+my $r = $h->request(GET => '/status');
+is($r->{status}, 200, 'Prometheus text served');
+like($r->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4},
+     'exposition format content type');
+
+my $name = qr/[a-zA-Z_:][a-zA-Z0-9_:]*/;
+my $label = qr/[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"/;
+my $value = qr/-?(?:\d+(?:\.\d+)?(?:e[+-]?\d+)?|\+Inf|-Inf|NaN)/;
+
+my (%type, %seen, %help, @bad);
+my $last_le;
+
+for my $line (split /\n/, $r->{body}) {
+    if ($line =~ /^# HELP ($name) \S.*$/) {
+        push @bad, "second HELP: $line" if $help{$1}++;
+
+    } elsif ($line =~ /^# TYPE ($name) (counter|gauge|histogram)$/) {
+        push @bad, "second TYPE: $line" if $type{$1};
+        push @bad, "TYPE after samples: $line" if $seen{$1};
+        $type{$1} = $2;
+
+    } elsif ($line =~ /^($name)(\{$label(?:,$label)*\})? ($value)$/) {
+        my ($metric, $labels) = ($1, $2 // '');
+        my $family = $metric;
+        $family =~ s/_(bucket|sum|count)$// unless $type{$metric};
+        my $t = $type{$family};
+
+        push @bad, "sample without TYPE: $line" unless $t;
+        push @bad, "counter not ending in _total: $line"
+            if ($t // '') eq 'counter' && $metric !~ /_total$/;
+        push @bad, "duplicate series: $line" if $seen{"$metric$labels"}++;
+        $seen{$family}++;
+
+        if (($t // '') eq 'histogram' && $metric =~ /_bucket$/) {
+            my ($le) = $labels =~ /le="([^"]+)"/;
+            push @bad, "bucket without le: $line" unless defined $le;
+            $last_le = undef if $le eq '0.001';
+            push @bad, "buckets out of order: $line"
+                if defined $last_le && $le ne '+Inf' && $le <= $last_le;
+            $last_le = $le eq '+Inf' ? undef : $le;
+        }
+
+    } else {
+        push @bad, "not in the grammar: $line";
+    }
+}
+
+is_deeply(\@bad, [], 'every line is in the exposition grammar')
+    or diag explain \@bad;
+is(scalar(grep { $type{$_} eq 'histogram' } keys %type), 2,
+   'two histograms');
+like($r->{body}, qr/^webhook_lock_requests_total\{location="alpha",status="acquired"\} \d+$/m,
+     'per-location counter present');
+
+ok(eval { decode_json($h->request(GET => '/status?format=json')->{body}) },
+   'the JSON output parses');
+
+is($h->request(POST => '/status', body => '{}')->{status}, 405,
+   'the status page only answers GET');
+
+$h->done;
