@@ -105,7 +105,6 @@ struct ngx_http_webhook_lock_waiter_s {
     ngx_str_t                           *keys;
     ngx_uint_t                           nkeys;
     unsigned                             queued:1;  /* so it waited */
-    unsigned                             alone:1;   /* asked to take only */
     unsigned                             taken:1;   /* ours, after timer */
     unsigned                             again:1;   /* woken while asking */
 };
@@ -386,11 +385,11 @@ static const char  ngx_http_webhook_lock_settle_lua[] =
  * wakes it to take them all itself.  An entry past its deadline, or
  * whose worker's channel has no subscriber (PUBLISH says 0), is skipped.
  *
- * "w": ARGV[3] ttl, [4] wait left (0: take only), [5] most entries,
- * [6] channel; returns {1, ms}: taken, usable after ms (handed over
- * within a hold); {0, ms}: queued, the key blocking it expires in ms
- * and nobody will say so; {2, 0}: not queued, full.  "r": ARGV[3] hold;
- * returns how many keys were ours.  "l": ARGV[3] ttl.
+ * "w": ARGV[3] ttl, [4] wait left, [5] most entries, [6] channel;
+ * returns {1, ms}: taken, usable after ms (handed over within a hold);
+ * {0, ms}: queued, and if ms > 0, first in line behind a key that
+ * expires in ms with nobody to hand it over; {2, 0}: full, not queued.
+ * "r": ARGV[3] hold; returns how many keys were ours.  "l": ARGV[3] ttl.
  */
 
 static const char  ngx_http_webhook_lock_queue_lua[] =
@@ -500,7 +499,6 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "  end\n"
     "  return {1, 0}\n"
     "end\n"
-    "if wait == 0 then return {2, 0} end\n"
     "for i = 1, n do\n"
     "  if not es[i] then\n"
     "    local e = tok .. ' ' .. now + wait .. ' ' .. ttl .. ' ' .. n\n"
@@ -1469,13 +1467,6 @@ ngx_http_webhook_lock_redis_wait(ngx_str_t *keys, ngx_uint_t nkeys,
     w->ttl = ttl;
     w->max = max;
 
-    /*
-     * Nobody can wake a waiter without the subscriber: then it only
-     * takes the keys if they are free and nobody waits for them.
-     */
-
-    w->alone = (rd->sub.state != NGX_HTTP_WEBHOOK_LOCK_REDIS_READY);
-
     /* a graceful shutdown lets the waiter have its answer first */
 
     w->wait.handler = ngx_http_webhook_lock_redis_wait_handler;
@@ -1519,14 +1510,11 @@ ngx_http_webhook_lock_redis_ask(ngx_http_webhook_lock_redis_t *rd,
     ngx_msec_t                       left;
     ngx_http_webhook_lock_ticket_t  *t;
 
-    /* what is left of the wait, for an entry made now; 0: take only */
+    /* what is left of the wait: the deadline of an entry made now */
 
     left = w->deadline - ngx_current_msec;
 
-    if (w->alone) {
-        left = 0;
-
-    } else if ((ngx_msec_int_t) left <= 0) {
+    if ((ngx_msec_int_t) left <= 0) {
         left = 1;
     }
 
@@ -1576,10 +1564,9 @@ ngx_http_webhook_lock_redis_answer(void *data, ngx_int_t rc)
         break;
 
     case 2:
-        ngx_http_webhook_lock_redis_finish(w,
-                                   (w->queued || w->alone)
-                                   ? NGX_HTTP_WEBHOOK_LOCK_REDIS_BUSY
-                                   : NGX_HTTP_WEBHOOK_LOCK_REDIS_FULL);
+        ngx_http_webhook_lock_redis_finish(w, w->queued
+                                           ? NGX_HTTP_WEBHOOK_LOCK_REDIS_BUSY
+                                           : NGX_HTTP_WEBHOOK_LOCK_REDIS_FULL);
         return;
 
     default: /* NGX_ERROR */
