@@ -1,8 +1,9 @@
 #!/usr/bin/perl
 
-# Two nginx instances, two workers each, sharing one Redis: the requests
-# of one sender, sent to either instance in turn, still reach the
-# upstream one at a time and in the order sent, spaced by the hold.
+# Two nginx instances, two workers each, sharing one Redis (with a
+# password, and db 2): the requests of one sender, sent to either instance
+# in turn, still reach the upstream one at a time and in the order sent,
+# spaced by the hold.
 
 use strict;
 use warnings;
@@ -17,13 +18,13 @@ use NgxHarness;
 my $h = NgxHarness->new(needs => [qw/proxy redis/]);
 my $h2 = NgxHarness->new(needs => [qw/proxy redis/]);
 
-my $redis = $h->redis;
+my $redis = $h->redis(password => 's3cret');
 my $up = $h->upstream(delay => 0.1);
 
 # the second instance talks to the first one's Redis and upstream
 
 my $conf = <<'CONF';
-webhook_redis 127.0.0.1:REDIS;
+webhook_redis 127.0.0.1:REDIS password=s3cret db=2;
 
 server {
     listen 127.0.0.1:%%PORT_NGINX%%;
@@ -119,7 +120,10 @@ my @apart = map { $starts[$_] - $starts[$_ - 1] } 1 .. 5;
 ok((grep { $_ >= 300 && $_ < 450 } @apart) == 5,
    "300 ms apart, across instances: @apart");
 
+is($redis->cmd('SELECT', 2), 'OK', 'db 2');
 is_deeply($redis->settled_keys, [], 'no lock and no queue left behind');
+is($redis->cmd('SELECT', 0), 'OK', 'db 0');
+is_deeply($redis->cmd('KEYS', '*'), [], 'nothing in db 0');
 
 # the second instance's end: its log checked here, the first's by done()
 
