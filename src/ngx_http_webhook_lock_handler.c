@@ -534,9 +534,10 @@ ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
 
     if (wlcf->wait) {
         ctx->waiter = ngx_http_webhook_lock_redis_wait(
-                          ctx->keys.elts, ctx->keys.nelts, &token, wlcf->ttl,
-                          wlcf->wait, wlcf->queue,
-                          ngx_http_webhook_lock_acquire_handler, r);
+                          ctx->keys.elts, ctx->keys.nelts, ctx->marks.elts,
+                          ctx->marks.nelts, &token, wlcf->ttl, wlcf->wait,
+                          wlcf->queue, ngx_http_webhook_lock_acquire_handler,
+                          r);
         if (ctx->waiter == NULL) {
             ngx_http_webhook_lock_decide(r, ctx, NGX_ERROR);
             return;
@@ -973,8 +974,10 @@ ngx_http_webhook_lock_release(void *data)
 
     if (wlcf->wait) {
         (void) ngx_http_webhook_lock_redis_handoff(ctx->keys.elts,
-                                                   ctx->keys.nelts, &token,
-                                                   hold);
+                                                   ctx->keys.nelts,
+                                                   ctx->marks.elts,
+                                                   ctx->marks.nelts, &token,
+                                                   hold, done);
         return;
     }
 

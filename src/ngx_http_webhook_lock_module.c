@@ -447,13 +447,6 @@ ngx_http_webhook_lock_merge_loc_conf(ngx_conf_t *cf, void *parent,
     if (conf->wait) {
         /* so are the queue script and the subscriber */
         wmcf->redis.queue = 1;
-
-        if (conf->dedup) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"webhook_dedup\" does not work with "
-                               "\"webhook_lock_wait\" yet");
-            return NGX_CONF_ERROR;
-        }
     }
 
     /* counted in webhook_status under its name, else the location's */

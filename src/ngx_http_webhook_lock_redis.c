@@ -102,8 +102,9 @@ struct ngx_http_webhook_lock_waiter_s {
     ngx_msec_t                           ttl;
     ngx_msec_t                           after;     /* a wake, for later */
     ngx_uint_t                           max;
-    ngx_str_t                           *keys;
+    ngx_str_t                           *keys;      /* copies, then marks */
     ngx_uint_t                           nkeys;
+    ngx_uint_t                           nmarks;
     unsigned                             queued:1;  /* so it waited */
     unsigned                             taken:1;   /* ours, after timer */
     unsigned                             again:1;   /* woken while asking */
@@ -374,28 +375,33 @@ static const char  ngx_http_webhook_lock_settle_lua[] =
 
 /*
  * Locations that wait use the queue script instead, for all three: each
- * key has a list "<key>:q" of entries "<token> <deadline> <ttl> <number
- * of keys> <channel>", in arrival order.  A request takes its keys only
- * when each is free and nobody is queued before it; else it queues at
- * the tail of every queue at once, so any two requests keep one order in
- * all the queues they share, and the first of them can always go on: no
- * deadlock.  A release hands the key to the first live entry: one key,
- * the key becomes its lock at once, valid after the rest of the hold,
- * and "T <token> <ms>" tells its worker; several keys, "W <token> <ms>"
- * wakes it to take them all itself.  An entry past its deadline, or
- * whose worker's channel has no subscriber (PUBLISH says 0), is skipped.
+ * lock key has a list "<key>:q" of entries "<token> <deadline> <ttl>
+ * <keys it takes> <channel>", in arrival order.  A request takes its keys
+ * only when each is free and nobody is queued before it; else it queues
+ * at the tail of every queue at once, so any two requests keep one order
+ * in all the queues they share, and the first of them can always go on:
+ * no deadlock.  A release hands the key to the first live entry: taking
+ * one key alone, the key becomes its lock at once, valid after the rest
+ * of the hold, and "T <token> <ms>" tells its worker; else (several
+ * keys, or dedup marks to check) "W <token> <ms>" wakes it to take them
+ * itself.  An entry past its deadline, or whose worker's channel has no
+ * subscriber (PUBLISH says 0), is skipped.  Dedup marks are checked and
+ * set when the request takes its keys, settled when it releases them.
  *
- * "w": ARGV[3] ttl, [4] wait left, [5] most entries, [6] channel;
- * returns {1, ms}: taken, usable after ms (handed over within a hold);
- * {0, ms}: queued, and if ms > 0, first in line behind a key that
- * expires in ms with nobody to hand it over; {2, 0}: full, not queued.
- * "r": ARGV[3] hold; returns how many keys were ours.  "l": ARGV[3] ttl.
+ * KEYS: the locks, their queues, the dedup marks.  ARGV[1]: "w", "r" or
+ * "l", [2] token, [3] how many locks.  "w": [4] ttl, [5] wait left, [6]
+ * most entries, [7] channel; returns {1, ms}: taken, usable after ms
+ * (handed over within a hold); {0, ms}: queued, and if ms > 0, first in
+ * line behind a key that expires in ms with nobody to hand it over;
+ * {2, 0}: an id is being processed, {3, 0}: every id is done, and it
+ * left the queues; {4, 0}: full, not queued.  "r": [4] how long a done
+ * mark lives (0: the request failed), [5] hold; returns how many locks
+ * were ours.  "l": [4] ttl.
  */
 
 static const char  ngx_http_webhook_lock_queue_lua[] =
     "redis.replicate_commands()\n"
-    "local n = #KEYS / 2\n"
-    "local op, tok = ARGV[1], ARGV[2]\n"
+    "local op, tok, n = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
     "local tm = redis.call('TIME')\n"
     "local now = tm[1] * 1000 + math.floor(tm[2] / 1000)\n"
     "local function find(q)\n"
@@ -437,20 +443,7 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "    redis.call('DEL', k)\n"
     "  end\n"
     "end\n"
-    "if op == 'r' then\n"
-    "  local hold, r = tonumber(ARGV[3]), 0\n"
-    "  for i = 1, n do\n"
-    "    if redis.call('GET', KEYS[i]) == tok then\n"
-    "      r = r + 1\n"
-    "      if pass(KEYS[i], KEYS[n + i], hold, true) ~= 'given' then\n"
-    "        free(KEYS[i], hold)\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "  return r\n"
-    "end\n"
-    "if op == 'l' then\n"
-    "  local ttl = tonumber(ARGV[3])\n"
+    "local function leave(ttl)\n"
     "  for i = 1, n do\n"
     "    local k, q = KEYS[i], KEYS[n + i]\n"
     "    local p, e = find(q)\n"
@@ -465,9 +458,35 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "      pass(k, q, 0, true)\n"
     "    end\n"
     "  end\n"
+    "end\n"
+    "if op == 'r' then\n"
+    "  local done, hold, r = tonumber(ARGV[4]), tonumber(ARGV[5]), 0\n"
+    "  for i = 2 * n + 1, #KEYS do\n"
+    "    local v = redis.call('GET', KEYS[i])\n"
+    "    if done > 0 then\n"
+    "      if v ~= 'done' then\n"
+    "        redis.call('SET', KEYS[i], 'done', 'PX', done)\n"
+    "      end\n"
+    "    elseif v == tok then\n"
+    "      redis.call('DEL', KEYS[i])\n"
+    "    end\n"
+    "  end\n"
+    "  for i = 1, n do\n"
+    "    if redis.call('GET', KEYS[i]) == tok then\n"
+    "      r = r + 1\n"
+    "      if pass(KEYS[i], KEYS[n + i], hold, true) ~= 'given' then\n"
+    "        free(KEYS[i], hold)\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  return r\n"
+    "end\n"
+    "local ttl = tonumber(ARGV[4])\n"
+    "if op == 'l' then\n"
+    "  leave(ttl)\n"
     "  return 0\n"
     "end\n"
-    "local ttl, wait = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+    "local wait = tonumber(ARGV[5])\n"
     "local mine, late = 0, 0\n"
     "for i = 1, n do\n"
     "  if redis.call('GET', KEYS[i]) == tok then\n"
@@ -476,6 +495,19 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "  end\n"
     "end\n"
     "if mine == n then return {1, late} end\n"
+    "local new, busy = 0, false\n"
+    "for i = 2 * n + 1, #KEYS do\n"
+    "  local v = redis.call('GET', KEYS[i])\n"
+    "  if not v then\n"
+    "    new = new + 1\n"
+    "  elseif v ~= 'done' then\n"
+    "    busy = true\n"
+    "  end\n"
+    "end\n"
+    "if #KEYS > 2 * n and new == 0 and not busy then\n"
+    "  leave(ttl)\n"
+    "  return {3, 0}\n"
+    "end\n"
     "local take, hint, es = true, 0, {}\n"
     "for i = 1, n do\n"
     "  local k, q = KEYS[i], KEYS[n + i]\n"
@@ -493,19 +525,26 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "  end\n"
     "end\n"
     "if take then\n"
+    "  if busy then\n"
+    "    leave(ttl)\n"
+    "    return {2, 0}\n"
+    "  end\n"
     "  for i = 1, n do\n"
     "    redis.call('SET', KEYS[i], tok, 'PX', ttl)\n"
     "    if es[i] then redis.call('LREM', KEYS[n + i], 1, es[i]) end\n"
+    "  end\n"
+    "  for i = 2 * n + 1, #KEYS do\n"
+    "    redis.call('SET', KEYS[i], tok, 'PX', ttl, 'NX')\n"
     "  end\n"
     "  return {1, 0}\n"
     "end\n"
     "for i = 1, n do\n"
     "  if not es[i] then\n"
-    "    local e = tok .. ' ' .. now + wait .. ' ' .. ttl .. ' ' .. n\n"
-    "              .. ' ' .. ARGV[6]\n"
+    "    local e = tok .. ' ' .. now + wait .. ' ' .. ttl .. ' ' .. #KEYS - n\n"
+    "              .. ' ' .. ARGV[7]\n"
     "    for j = 1, n do\n"
     "      local q = KEYS[n + j]\n"
-    "      if redis.call('LLEN', q) >= tonumber(ARGV[5]) then\n"
+    "      if redis.call('LLEN', q) >= tonumber(ARGV[6]) then\n"
     "        for _, x in ipairs(redis.call('LRANGE', q, 0, -1)) do\n"
     "          if tonumber(string.match(x, '^%x+ (%d+) ') or 0) <= now\n"
     "          then\n"
@@ -513,9 +552,9 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "          end\n"
     "        end\n"
     "        if redis.call('LLEN', q) - (es[j] and 1 or 0)\n"
-    "           >= tonumber(ARGV[5])\n"
+    "           >= tonumber(ARGV[6])\n"
     "        then\n"
-    "          return {2, 0}\n"
+    "          return {4, 0}\n"
     "        end\n"
     "      end\n"
     "    end\n"
@@ -759,11 +798,12 @@ ngx_http_webhook_lock_redis_release(ngx_str_t *keys, ngx_uint_t nkeys,
 
 ngx_int_t
 ngx_http_webhook_lock_redis_handoff(ngx_str_t *keys, ngx_uint_t nkeys,
-    ngx_str_t *token, ngx_msec_t hold)
+    ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token, ngx_msec_t hold,
+    ngx_msec_t done)
 {
     return ngx_http_webhook_lock_redis_give(NGX_HTTP_WEBHOOK_LOCK_CMD_HANDOFF,
-                                            keys, nkeys, NULL, 0, token, hold,
-                                            0);
+                                            keys, nkeys, marks, nmarks, token,
+                                            hold, done);
 }
 
 
@@ -839,9 +879,11 @@ ngx_http_webhook_lock_redis_give(ngx_http_webhook_lock_command_e command,
  *
  *   SET key token NX PX ttl
  *   EVALSHA acquire|release N key... token ttl|hold
- *   EVALSHA dedup|settle N key... mark... token nkeys [done] ttl|hold
- *   EVALSHA queue 2N key... key:q... w token ttl wait max channel
- *   EVALSHA queue 2N key... key:q... r|l token hold|ttl
+ *   EVALSHA dedup|settle N+M key... mark... token N [done] ttl|hold
+ *   EVALSHA queue 2N+M key... key:q... mark... w token N ttl wait max
+ *       channel
+ *   EVALSHA queue 2N+M key... key:q... mark... r token N done hold
+ *   EVALSHA queue 2N key... key:q... l token N ttl
  *
  * A resend rewrites the last argument, the hold of a release: it is the
  * last number in the buffer too, with room for NGX_INT_T_LEN.
@@ -870,12 +912,15 @@ ngx_http_webhook_lock_redis_create(ngx_http_webhook_lock_command_e command,
         break;
 
     case NGX_HTTP_WEBHOOK_LOCK_CMD_WAIT:
-        argc = 2 * (int) nkeys + 9;
+        argc = (int) (2 * nkeys + nmarks) + 10;
         break;
 
     case NGX_HTTP_WEBHOOK_LOCK_CMD_HANDOFF:
+        argc = (int) (2 * nkeys + nmarks) + 8;
+        break;
+
     case NGX_HTTP_WEBHOOK_LOCK_CMD_LEAVE:
-        argc = 2 * (int) nkeys + 6;
+        argc = (int) (2 * nkeys + nmarks) + 7;
         break;
 
     default: /* ACQUIRE, RELEASE */
@@ -957,10 +1002,10 @@ ngx_http_webhook_lock_redis_create(ngx_http_webhook_lock_command_e command,
         ngx_http_webhook_lock_redis_arg(t, n++, "EVALSHA", 7);
         ngx_http_webhook_lock_redis_arg(t, n++, s->sha, sizeof(s->sha));
         p = ngx_http_webhook_lock_redis_number(t, n++, p,
-                                               queue ? 2 * nkeys
-                                                     : nkeys + nmarks);
+                                               (queue ? 2 * nkeys : nkeys)
+                                               + nmarks);
 
-        for (i = 0; i < nkeys + nmarks; i++) {
+        for (i = 0; i < nkeys; i++) {
             ngx_http_webhook_lock_redis_arg(t, n++, t->keys[i].data,
                                             t->keys[i].len);
         }
@@ -971,26 +1016,33 @@ ngx_http_webhook_lock_redis_create(ngx_http_webhook_lock_command_e command,
                 p = ngx_cpymem(p, keys[i].data, keys[i].len);
                 p = ngx_cpymem(p, ":q", 2);
             }
+        }
 
-            if (command == NGX_HTTP_WEBHOOK_LOCK_CMD_WAIT) {
-                ngx_http_webhook_lock_redis_arg(t, n++, "w", 1);
+        for (i = nkeys; i < nkeys + nmarks; i++) {
+            ngx_http_webhook_lock_redis_arg(t, n++, t->keys[i].data,
+                                            t->keys[i].len);
+        }
 
-            } else if (command == NGX_HTTP_WEBHOOK_LOCK_CMD_LEAVE) {
-                ngx_http_webhook_lock_redis_arg(t, n++, "l", 1);
+        if (command == NGX_HTTP_WEBHOOK_LOCK_CMD_WAIT) {
+            ngx_http_webhook_lock_redis_arg(t, n++, "w", 1);
 
-            } else {
-                ngx_http_webhook_lock_redis_arg(t, n++, "r", 1);
-            }
+        } else if (command == NGX_HTTP_WEBHOOK_LOCK_CMD_HANDOFF) {
+            ngx_http_webhook_lock_redis_arg(t, n++, "r", 1);
+
+        } else if (command == NGX_HTTP_WEBHOOK_LOCK_CMD_LEAVE) {
+            ngx_http_webhook_lock_redis_arg(t, n++, "l", 1);
         }
 
         ngx_http_webhook_lock_redis_arg(t, n++, t->token.data, t->token.len);
 
-        if (nmarks) {
+        if (queue || nmarks) {
             p = ngx_http_webhook_lock_redis_number(t, n++, p, nkeys);
+        }
 
-            if (command == NGX_HTTP_WEBHOOK_LOCK_CMD_RELEASE) {
-                p = ngx_http_webhook_lock_redis_number(t, n++, p, done);
-            }
+        if (command == NGX_HTTP_WEBHOOK_LOCK_CMD_HANDOFF
+            || (command == NGX_HTTP_WEBHOOK_LOCK_CMD_RELEASE && nmarks))
+        {
+            p = ngx_http_webhook_lock_redis_number(t, n++, p, done);
         }
 
         p = ngx_http_webhook_lock_redis_number(t, n++, p, ms);
@@ -1338,14 +1390,15 @@ ngx_http_webhook_lock_redis_result(ngx_http_webhook_lock_ticket_t *t,
 
     case REDIS_REPLY_ARRAY:
 
-        /* "w": {0 queued | 1 taken | 2 not queued, ms} */
+        /* "w": {0 queued | 1 taken | 2 processing | 3 duplicate | 4 full,
+                 ms} */
 
         e = reply->element;
 
         if (t->command == NGX_HTTP_WEBHOOK_LOCK_CMD_WAIT
             && reply->elements == 2
             && e[0]->type == REDIS_REPLY_INTEGER
-            && e[0]->integer >= 0 && e[0]->integer <= 2
+            && e[0]->integer >= 0 && e[0]->integer <= 4
             && e[1]->type == REDIS_REPLY_INTEGER)
         {
             t->hint = (e[1]->integer > 0) ? (ngx_msec_t) e[1]->integer : 0;
@@ -1408,11 +1461,13 @@ ngx_http_webhook_lock_redis_timeout(ngx_event_t *ev)
 
 ngx_http_webhook_lock_waiter_t *
 ngx_http_webhook_lock_redis_wait(ngx_str_t *keys, ngx_uint_t nkeys,
-    ngx_str_t *token, ngx_msec_t ttl, ngx_msec_t wait, ngx_uint_t max,
-    ngx_http_webhook_lock_reply_pt handler, void *data)
+    ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token, ngx_msec_t ttl,
+    ngx_msec_t wait, ngx_uint_t max, ngx_http_webhook_lock_reply_pt handler,
+    void *data)
 {
     u_char                          *p;
     size_t                           size;
+    ngx_str_t                       *src;
     ngx_uint_t                       i;
     ngx_http_webhook_lock_redis_t   *rd;
     ngx_http_webhook_lock_waiter_t  *w;
@@ -1431,10 +1486,14 @@ ngx_http_webhook_lock_redis_wait(ngx_str_t *keys, ngx_uint_t nkeys,
     }
 
     size = ngx_align(sizeof(ngx_http_webhook_lock_waiter_t), sizeof(void *))
-           + nkeys * sizeof(ngx_str_t) + token->len;
+           + (nkeys + nmarks) * sizeof(ngx_str_t) + token->len;
 
     for (i = 0; i < nkeys; i++) {
         size += keys[i].len;
+    }
+
+    for (i = 0; i < nmarks; i++) {
+        size += marks[i].len;
     }
 
     w = ngx_alloc(size, ngx_cycle->log);
@@ -1447,12 +1506,14 @@ ngx_http_webhook_lock_redis_wait(ngx_str_t *keys, ngx_uint_t nkeys,
     w->keys = (ngx_str_t *) ((u_char *) w
                   + ngx_align(sizeof(ngx_http_webhook_lock_waiter_t),
                               sizeof(void *)));
-    p = (u_char *) (w->keys + nkeys);
+    p = (u_char *) (w->keys + nkeys + nmarks);
 
-    for (i = 0; i < nkeys; i++) {
-        w->keys[i].len = keys[i].len;
+    for (i = 0; i < nkeys + nmarks; i++) {
+        src = (i < nkeys) ? &keys[i] : &marks[i - nkeys];
+
+        w->keys[i].len = src->len;
         w->keys[i].data = p;
-        p = ngx_cpymem(p, keys[i].data, keys[i].len);
+        p = ngx_cpymem(p, src->data, src->len);
     }
 
     w->node.str.len = token->len;
@@ -1461,6 +1522,7 @@ ngx_http_webhook_lock_redis_wait(ngx_str_t *keys, ngx_uint_t nkeys,
     w->node.node.key = ngx_crc32_short(p, token->len);
 
     w->nkeys = nkeys;
+    w->nmarks = nmarks;
     w->handler = handler;
     w->data = data;
     w->deadline = ngx_current_msec + wait;
@@ -1519,7 +1581,8 @@ ngx_http_webhook_lock_redis_ask(ngx_http_webhook_lock_redis_t *rd,
     }
 
     t = ngx_http_webhook_lock_redis_create(NGX_HTTP_WEBHOOK_LOCK_CMD_WAIT,
-                                           w->keys, w->nkeys, NULL, 0,
+                                           w->keys, w->nkeys,
+                                           w->keys + w->nkeys, w->nmarks,
                                            &w->node.str, w->ttl, 0, left,
                                            w->max);
     if (t == NULL) {
@@ -1564,6 +1627,16 @@ ngx_http_webhook_lock_redis_answer(void *data, ngx_int_t rc)
         break;
 
     case 2:
+        ngx_http_webhook_lock_redis_finish(w,
+                                      NGX_HTTP_WEBHOOK_LOCK_REDIS_PROCESSING);
+        return;
+
+    case 3:
+        ngx_http_webhook_lock_redis_finish(w,
+                                       NGX_HTTP_WEBHOOK_LOCK_REDIS_DUPLICATE);
+        return;
+
+    case 4:
         ngx_http_webhook_lock_redis_finish(w, w->queued
                                            ? NGX_HTTP_WEBHOOK_LOCK_REDIS_BUSY
                                            : NGX_HTTP_WEBHOOK_LOCK_REDIS_FULL);
@@ -1670,8 +1743,12 @@ ngx_http_webhook_lock_redis_finish(ngx_http_webhook_lock_waiter_t *w,
         leave = 1;
     }
 
+    /* the lock is its own now, or the script took it out of the queues */
+
     if (rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_TAKEN
-        || rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_WAITED)
+        || rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_WAITED
+        || rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_PROCESSING
+        || rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_DUPLICATE)
     {
         leave = 0;
     }

@@ -91,20 +91,23 @@ void ngx_http_webhook_lock_redis_orphan(ngx_http_webhook_lock_ticket_t *t);
  * before it on any worker or instance, for at most "wait", with at most
  * "max" in one queue.  The handler gets NGX_HTTP_WEBHOOK_LOCK_REDIS_TAKEN,
  * _WAITED, _BUSY (the wait ran out), _FULL or NGX_ERROR (the connection
- * went away: whoever waits fails at once).  NULL as for acquire.
+ * went away: whoever waits fails at once).  Marks as for acquire, checked
+ * when its turn comes (every one done: _DUPLICATE at once, even while
+ * waiting).  NULL as for acquire.
  */
 ngx_http_webhook_lock_waiter_t *ngx_http_webhook_lock_redis_wait(
-    ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *token, ngx_msec_t ttl,
-    ngx_msec_t wait, ngx_uint_t max, ngx_http_webhook_lock_reply_pt handler,
-    void *data);
+    ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks,
+    ngx_str_t *token, ngx_msec_t ttl, ngx_msec_t wait, ngx_uint_t max,
+    ngx_http_webhook_lock_reply_pt handler, void *data);
 
 /*
- * Release for keys taken by a wait: each key still holding "token" goes
- * to the first request in its queue (after what is left of "hold"), or
- * is released as by release.
+ * Release for keys taken by a wait, marks settled as by release: each
+ * key still holding "token" goes to the first request in its queue
+ * (after what is left of "hold"), or is released as by release.
  */
 ngx_int_t ngx_http_webhook_lock_redis_handoff(ngx_str_t *keys,
-    ngx_uint_t nkeys, ngx_str_t *token, ngx_msec_t hold);
+    ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token,
+    ngx_msec_t hold, ngx_msec_t done);
 
 /*
  * The waiting caller is gone: out of the queues, and a lock handed to it

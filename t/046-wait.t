@@ -5,7 +5,9 @@
 # hold spaces them; past the wait, or past the queue's size, 503.  A waiter
 # whose client goes away leaves without stalling the ones behind it, also
 # when the lock had just been handed to it.  Bodies with several senders
-# queue for all their keys without deadlock.
+# queue for all their keys without deadlock.  With webhook_dedup, a
+# redelivery waiting behind its original is answered as a duplicate when
+# its turn comes, or goes through if the original failed.
 
 use strict;
 use warnings;
@@ -64,9 +66,19 @@ server {
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
     }
 
+    location /dedup {
+        webhook_message_id id;
+        webhook_dedup      1h;
+        proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+
     location /nowait {
         webhook_lock_wait 0;
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+
+    location = /status {
+        webhook_status;
     }
 }
 CONF
@@ -88,6 +100,8 @@ sub by_id { my %r = map { $_->{headers}{'x-id'} => $_ } @_; return \%r }
 
 # $msec as integer milliseconds: differences exact
 sub start_ms { $_[0]{headers}{'x-start'} =~ tr/.//dr }
+
+sub status { decode_json($h->request(GET => '/status?format=json')->{body}) }
 
 sub error_of { (eval { decode_json($_[0]{body}) } // {})->{error} // '' }
 
@@ -133,6 +147,14 @@ ok((grep { $_ < 0.1 } @gaps) == 5,
    . join(' ', map { sprintf '%.3f', $_ } @gaps));
 
 is_deeply($redis->settled_keys, [], 'no lock and no queue left behind');
+
+my $st = status();
+is_deeply([ @{ $st->{requests}{server} }{qw(acquired waited busy)} ],
+          [ 1, 5, 0 ], 'webhook_status: 1 acquired, 5 waited');
+is($st->{webhook_lock_wait_seconds}{count}, 6, 'the wait histogram: six');
+ok($st->{webhook_lock_wait_seconds}{sum} > 1,
+   "and their waits ($st->{webhook_lock_wait_seconds}{sum} s)");
+is($st->{webhook_lock_requests_waiting}, 0, 'nobody waiting now');
 
 # with webhook_lock_hold 300ms they are at least 300 ms apart
 
@@ -195,6 +217,8 @@ sleep 0.1;
 
 my @waiting = map { post('/small', "w$_", undef, 'dave') } 1 .. 2;
 ok(wait_queued('lock:dave', 2), 'two waiting');
+is(status()->{webhook_lock_requests_waiting}, 2,
+   'webhook_status: two requests waiting');
 
 $t = time;
 $r = $h->request(POST => '/small', body => encode_json({ from => 'dave' }));
@@ -349,5 +373,73 @@ $ids = by_id($up->requests);
 $gap = $ids->{b}{arrived} - $ids->{a}{finished};
 ok($gap < 0.1, sprintf('the gone one skipped at once (%.3f s)', $gap));
 is_deeply($redis->settled_keys, [], 'its entry dropped');
+
+###############################################################################
+
+# dedup: a redelivery waits behind its original, then is a duplicate
+
+sub post_id {
+    my ($uri, $id, $from, $msg) = @_;
+
+    return $h->request_async(POST => $uri, timeout => 15,
+                             body => encode_json({ from => $from,
+                                                   id => $msg }),
+                             headers => [ 'X-Id' => $id ]);
+}
+
+$up->clear;
+
+$holder = post_id('/dedup?delay=0.5', 'a', 'ida', 'm1');
+wait_queued('lock:ida', 0);
+sleep 0.1;
+$next = post_id('/dedup', 'b', 'ida', 'm1');
+ok(wait_queued('lock:ida', 1), 'the redelivery waits behind its original');
+
+@res = $h->wait_all($holder, $next);
+is($res[0]{status}, 200, 'the original went through');
+is($res[1]{status}, 200, 'the redelivery: 200');
+is_deeply(eval { decode_json($res[1]{body}) }, { status => 'duplicate' },
+          'answered as a duplicate when its turn came');
+is(scalar $up->requests, 1, 'only the original reached the upstream');
+
+# every id done: a duplicate at once, without waiting for the lock
+
+$holder = post_id('/dedup?delay=0.5', 'c', 'ida', 'm2');
+wait_queued('lock:ida', 0);
+sleep 0.1;
+
+$t = time;
+$r = $h->request(POST => '/dedup', body => encode_json({ from => 'ida',
+                                                         id => 'm1' }));
+$took = time - $t;
+is_deeply(eval { decode_json($r->{body}) }, { status => 'duplicate' },
+          'an id done already, the lock held: duplicate');
+ok($took < 0.3, sprintf('at once (%.3f s)', $took));
+$h->wait_all($holder);
+
+# the original failed: the waiting redelivery goes through
+
+$up->clear;
+
+$holder = post_id('/dedup?delay=0.3&status=500', 'e', 'ida', 'm3');
+wait_queued('lock:ida', 0);
+sleep 0.1;
+$next = post_id('/dedup', 'f', 'ida', 'm3');
+
+@res = $h->wait_all($holder, $next);
+is(join(',', map { $_->{status} } @res), '500,200',
+   'the original failed, the redelivery went through');
+is(join(',', map { $_->{headers}{'x-id'} } $up->requests), 'e,f',
+   'both reached the upstream, in turn');
+is(($up->requests)[1]{headers}{'x-lock'}, 'waited', 'after waiting');
+
+# and is then done
+
+$r = $h->request(POST => '/dedup', body => encode_json({ from => 'ida',
+                                                         id => 'm3' }));
+is_deeply(eval { decode_json($r->{body}) }, { status => 'duplicate' },
+          'once through, a duplicate');
+is_deeply([ grep { !/^webhook:dedup:/ } @{ $redis->settled_keys } ], [],
+          'no lock and no queue left behind, only the done marks');
 
 $h->done;
