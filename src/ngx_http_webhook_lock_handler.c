@@ -590,7 +590,15 @@ ngx_http_webhook_lock_acquire_handler(void *data, ngx_int_t rc)
     ctx = ngx_http_get_module_ctx(r, ngx_http_webhook_lock_module);
 
     ctx->ticket = NULL;
-    ctx->waiter = NULL;
+
+    if (ctx->waiter) {
+        /* Redis's own time; the rest was the wait */
+
+        ctx->redis_time = ngx_http_webhook_lock_redis_round_trip(ctx->waiter);
+        ctx->redis_timed = 1;
+        ctx->waiter = NULL;
+    }
+
     ctx->waiting = 0;
 
     ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_WAITING, -1);
@@ -615,6 +623,7 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx, ngx_int_t rc)
 {
     ngx_str_t                         *key;
+    ngx_msec_t                         elapsed;
     ngx_http_webhook_lock_loc_conf_t  *wlcf;
 
     static time_t                      logged[2];
@@ -622,8 +631,13 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
 
     ctx->state = NGX_HTTP_WEBHOOK_LOCK_STATE_DONE;
-    ctx->redis_time = ngx_current_msec - ctx->redis_start;
-    ctx->redis_timed = 1;
+
+    elapsed = ngx_current_msec - ctx->redis_start;
+
+    if (!ctx->redis_timed) {
+        ctx->redis_time = elapsed;
+        ctx->redis_timed = 1;
+    }
 
     ngx_http_webhook_lock_stat_observe(NGX_HTTP_WEBHOOK_LOCK_HIST_REDIS,
                                        ctx->redis_time);
@@ -644,7 +658,7 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
 
         } else {
             ctx->status = NGX_HTTP_WEBHOOK_LOCK_WAITED;
-            ctx->wait_time = ctx->redis_time;
+            ctx->wait_time = elapsed;
         }
 
         ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_HELD,
@@ -680,7 +694,7 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
                           "key \"%V\"", wlcf->queue, &key[0]);
 
         } else if (wlcf->wait) {
-            ctx->wait_time = ctx->redis_time;
+            ctx->wait_time = elapsed;
 
             ngx_log_error(wlcf->log_level, r->connection->log, 0,
                           "webhook sender busy, waited %Mms, key \"%V\"",

@@ -98,6 +98,8 @@ struct ngx_http_webhook_lock_waiter_s {
     ngx_http_webhook_lock_ticket_t      *ticket;    /* a "w" in flight */
     ngx_event_t                          wait;      /* the deadline */
     ngx_event_t                          timer;     /* next ask, or hold */
+    ngx_msec_t                           start;
+    ngx_msec_t                           answered;  /* the first answer */
     ngx_msec_t                           deadline;
     ngx_msec_t                           ttl;
     ngx_msec_t                           after;     /* a wake, for later */
@@ -1525,6 +1527,7 @@ ngx_http_webhook_lock_redis_wait(ngx_str_t *keys, ngx_uint_t nkeys,
     w->nmarks = nmarks;
     w->handler = handler;
     w->data = data;
+    w->start = ngx_current_msec;
     w->deadline = ngx_current_msec + wait;
     w->ttl = ttl;
     w->max = max;
@@ -1551,6 +1554,14 @@ ngx_http_webhook_lock_redis_wait(ngx_str_t *keys, ngx_uint_t nkeys,
     ngx_add_timer(&w->wait, wait);
 
     return w;
+}
+
+
+ngx_msec_t
+ngx_http_webhook_lock_redis_round_trip(ngx_http_webhook_lock_waiter_t *w)
+{
+    return w->answered ? w->answered - w->start
+                       : ngx_current_msec - w->start;
 }
 
 
@@ -1615,6 +1626,10 @@ ngx_http_webhook_lock_redis_answer(void *data, ngx_int_t rc)
 
     t = w->ticket;
     w->ticket = NULL;
+
+    if (!w->answered) {
+        w->answered = ngx_current_msec;
+    }
 
     switch (rc) {
 
@@ -1825,6 +1840,10 @@ ngx_http_webhook_lock_redis_wake(ngx_http_webhook_lock_redis_t *rd,
     }
 
     if (p[0] == 'T') {
+        if (!w->answered) {
+            w->answered = ngx_current_msec;
+        }
+
         if (w->ticket) {
             /* asking again meanwhile: whatever it hears is older */
             w->ticket->handler = NULL;

@@ -101,6 +101,13 @@ ngx_http_webhook_lock_waiter_t *ngx_http_webhook_lock_redis_wait(
     ngx_http_webhook_lock_reply_pt handler, void *data);
 
 /*
+ * In the wait's handler: how long Redis took to give its first answer
+ * (the lock, or a place in the queue); the rest of the wait was waiting.
+ */
+ngx_msec_t ngx_http_webhook_lock_redis_round_trip(
+    ngx_http_webhook_lock_waiter_t *w);
+
+/*
  * Release for keys taken by a wait, marks settled as by release: each
  * key still holding "token" goes to the first request in its queue
  * (after what is left of "hold"), or is released as by release.

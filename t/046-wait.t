@@ -39,6 +39,7 @@ server {
     proxy_set_header X-Sender $webhook_senders;
     proxy_set_header X-Lock $webhook_lock_status;
     proxy_set_header X-Wait $webhook_lock_wait_time;
+    proxy_set_header X-Redis $webhook_redis_time;
     proxy_set_header X-Start $msec;
 
     location /hook {
@@ -141,6 +142,10 @@ ok((grep { $_->{headers}{'x-wait'} > 0.05 } @reqs[1 .. 5]) == 5,
    '$webhook_lock_wait_time of the others: '
    . join(' ', map { $_->{headers}{'x-wait'} } @reqs[1 .. 5]));
 
+ok((grep { $_->{headers}{'x-redis'} < 0.05 } @reqs) == 6,
+   '$webhook_redis_time is Redis\'s own time, not the wait: '
+   . join(' ', map { $_->{headers}{'x-redis'} } @reqs));
+
 my @gaps = map { $reqs[$_]{arrived} - $reqs[$_ - 1]{finished} } 1 .. 5;
 ok((grep { $_ < 0.1 } @gaps) == 5,
    'each went in as soon as the one before was answered: '
@@ -155,6 +160,9 @@ is($st->{webhook_lock_wait_seconds}{count}, 6, 'the wait histogram: six');
 ok($st->{webhook_lock_wait_seconds}{sum} > 1,
    "and their waits ($st->{webhook_lock_wait_seconds}{sum} s)");
 is($st->{webhook_lock_requests_waiting}, 0, 'nobody waiting now');
+ok($st->{webhook_lock_redis_duration_seconds}{sum} < 0.3,
+   'the Redis histogram has no waits in it ('
+   . $st->{webhook_lock_redis_duration_seconds}{sum} . ' s)');
 
 # with webhook_lock_hold 300ms they are at least 300 ms apart
 
