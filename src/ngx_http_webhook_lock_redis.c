@@ -154,9 +154,7 @@ typedef struct {
     ngx_rbtree_node_t                    sentinel;
     ngx_queue_t                          waiters;
     ngx_event_t                          fail;      /* posted: cmd lost */
-    ngx_str_t                            channel;
-    u_char                               channel_data[
-                                             NGX_HTTP_WEBHOOK_LOCK_CHANNEL_LEN];
+    ngx_str_t                            channel;   /* wake-ups come on */
     unsigned                             active:1;  /* init_process ran */
     unsigned                             exiting:1;
     unsigned                             ready:1;   /* counted connected */
@@ -661,12 +659,17 @@ ngx_http_webhook_lock_redis_init_process(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(rd->channel_data, "webhook_lock:", 13);
+    rd->channel.data = ngx_pnalloc(cycle->pool,
+                                   NGX_HTTP_WEBHOOK_LOCK_CHANNEL_LEN);
+    if (rd->channel.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(rd->channel.data, "webhook_lock:", 13);
     p = ngx_hex_dump(p, id, sizeof(id));
     p = ngx_sprintf(p, ":%P", ngx_pid);
 
-    rd->channel.data = rd->channel_data;
-    rd->channel.len = p - rd->channel_data;
+    rd->channel.len = p - rd->channel.data;
 
     ngx_http_webhook_lock_redis_conn_init(&rd->sub, cycle->log,
                                       " subscriber",
