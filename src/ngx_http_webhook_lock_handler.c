@@ -532,21 +532,33 @@ ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
 
     ctx->redis_start = ngx_current_msec;
 
-    ctx->ticket = ngx_http_webhook_lock_redis_acquire(
-                      ctx->keys.elts, ctx->keys.nelts, ctx->marks.elts,
-                      ctx->marks.nelts, &token, wlcf->ttl,
-                      ngx_http_webhook_lock_acquire_handler, r);
-    if (ctx->ticket == NULL) {
-        ngx_http_webhook_lock_decide(r, ctx, NGX_ERROR);
-        return;
+    if (wlcf->wait) {
+        ctx->waiter = ngx_http_webhook_lock_redis_wait(
+                          ctx->keys.elts, ctx->keys.nelts, ctx->marks.elts,
+                          ctx->marks.nelts, &token, wlcf->ttl, wlcf->wait,
+                          wlcf->queue, ngx_http_webhook_lock_acquire_handler,
+                          r);
+        if (ctx->waiter == NULL) {
+            ngx_http_webhook_lock_decide(r, ctx, NGX_ERROR);
+            return;
+        }
+
+    } else {
+        ctx->ticket = ngx_http_webhook_lock_redis_acquire(
+                          ctx->keys.elts, ctx->keys.nelts, ctx->marks.elts,
+                          ctx->marks.nelts, &token, wlcf->ttl,
+                          ngx_http_webhook_lock_acquire_handler, r);
+        if (ctx->ticket == NULL) {
+            ngx_http_webhook_lock_decide(r, ctx, NGX_ERROR);
+            return;
+        }
     }
 
     /* terminate_request frees the pool whatever count says: detach then */
 
     cln = ngx_http_cleanup_add(r, 0);
     if (cln == NULL) {
-        ngx_http_webhook_lock_redis_orphan(ctx->ticket);
-        ctx->ticket = NULL;
+        ngx_http_webhook_lock_cancel(ctx);
         ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
@@ -578,6 +590,15 @@ ngx_http_webhook_lock_acquire_handler(void *data, ngx_int_t rc)
     ctx = ngx_http_get_module_ctx(r, ngx_http_webhook_lock_module);
 
     ctx->ticket = NULL;
+
+    if (ctx->waiter) {
+        /* Redis's own time; the rest was the wait */
+
+        ctx->redis_time = ngx_http_webhook_lock_redis_round_trip(ctx->waiter);
+        ctx->redis_timed = 1;
+        ctx->waiter = NULL;
+    }
+
     ctx->waiting = 0;
 
     ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_WAITING, -1);
@@ -602,6 +623,7 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx, ngx_int_t rc)
 {
     ngx_str_t                         *key;
+    ngx_msec_t                         elapsed;
     ngx_http_webhook_lock_loc_conf_t  *wlcf;
 
     static time_t                      logged[2];
@@ -609,29 +631,43 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
 
     ctx->state = NGX_HTTP_WEBHOOK_LOCK_STATE_DONE;
-    ctx->redis_time = ngx_current_msec - ctx->redis_start;
-    ctx->redis_timed = 1;
+
+    elapsed = ngx_current_msec - ctx->redis_start;
+
+    if (!ctx->redis_timed) {
+        ctx->redis_time = elapsed;
+        ctx->redis_timed = 1;
+    }
 
     ngx_http_webhook_lock_stat_observe(NGX_HTTP_WEBHOOK_LOCK_HIST_REDIS,
                                        ctx->redis_time);
 
     key = ctx->keys.elts;
 
-    if (rc == 1) {
+    switch (rc) {
+
+    case NGX_HTTP_WEBHOOK_LOCK_REDIS_TAKEN:
+    case NGX_HTTP_WEBHOOK_LOCK_REDIS_WAITED:
         ctx->held = 1;
         ctx->wlcf = wlcf;
         ctx->acquired = ngx_current_msec;
-        ctx->status = NGX_HTTP_WEBHOOK_LOCK_ACQUIRED;
         ctx->rc = NGX_DECLINED;
+
+        if (rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_TAKEN) {
+            ctx->status = NGX_HTTP_WEBHOOK_LOCK_ACQUIRED;
+
+        } else {
+            ctx->status = NGX_HTTP_WEBHOOK_LOCK_WAITED;
+            ctx->wait_time = elapsed;
+        }
 
         ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_HELD,
                                        1);
         ngx_http_webhook_lock_stat_observe(NGX_HTTP_WEBHOOK_LOCK_HIST_WAIT,
                                            ctx->wait_time);
         return;
-    }
 
-    if (rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_DUPLICATE) {
+    case NGX_HTTP_WEBHOOK_LOCK_REDIS_DUPLICATE:
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "webhook duplicate, every message id done, "
                       "key \"%V\"", &key[0]);
@@ -639,9 +675,8 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
         ctx->status = NGX_HTTP_WEBHOOK_LOCK_DUPLICATE;
         ctx->rc = NGX_HTTP_OK;
         return;
-    }
 
-    if (rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_PROCESSING) {
+    case NGX_HTTP_WEBHOOK_LOCK_REDIS_PROCESSING:
         ngx_log_error(wlcf->log_level, r->connection->log, 0,
                       "webhook duplicate in progress, key \"%V\"",
                       &key[0]);
@@ -650,15 +685,32 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
         ctx->in_progress = 1;
         ctx->rc = NGX_HTTP_SERVICE_UNAVAILABLE;
         return;
-    }
 
-    if (rc == 0) {
-        ngx_log_error(wlcf->log_level, r->connection->log, 0,
-                      "webhook sender busy, key \"%V\"", &key[0]);
+    case NGX_HTTP_WEBHOOK_LOCK_REDIS_BUSY:
+    case NGX_HTTP_WEBHOOK_LOCK_REDIS_FULL:
+        if (rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_FULL) {
+            ngx_log_error(wlcf->log_level, r->connection->log, 0,
+                          "webhook sender busy, %i waiting already, "
+                          "key \"%V\"", wlcf->queue, &key[0]);
+
+        } else if (wlcf->wait) {
+            ctx->wait_time = elapsed;
+
+            ngx_log_error(wlcf->log_level, r->connection->log, 0,
+                          "webhook sender busy, waited %Mms, key \"%V\"",
+                          ctx->wait_time, &key[0]);
+
+        } else {
+            ngx_log_error(wlcf->log_level, r->connection->log, 0,
+                          "webhook sender busy, key \"%V\"", &key[0]);
+        }
 
         ctx->status = NGX_HTTP_WEBHOOK_LOCK_BUSY;
         ctx->rc = NGX_HTTP_SERVICE_UNAVAILABLE;
         return;
+
+    default:
+        break;
     }
 
     /* rc == NGX_ERROR: Redis is down, slow, or answered an error */
@@ -865,7 +917,10 @@ ngx_http_webhook_lock_send(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-/* r->cleanup: the request is going away while Redis has not answered */
+/*
+ * r->cleanup: the request is going away while Redis has not answered,
+ * or while it waits for its turn
+ */
 
 static void
 ngx_http_webhook_lock_cancel(void *data)
@@ -875,6 +930,11 @@ ngx_http_webhook_lock_cancel(void *data)
     if (ctx->ticket) {
         ngx_http_webhook_lock_redis_orphan(ctx->ticket);
         ctx->ticket = NULL;
+    }
+
+    if (ctx->waiter) {
+        ngx_http_webhook_lock_redis_leave(ctx->waiter);
+        ctx->waiter = NULL;
     }
 
     if (ctx->waiting) {
@@ -923,6 +983,17 @@ ngx_http_webhook_lock_release(void *data)
 
     token.data = ctx->token;
     token.len = NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN;
+
+    /* where requests wait, the next one in the queue gets the lock */
+
+    if (wlcf->wait) {
+        (void) ngx_http_webhook_lock_redis_handoff(ctx->keys.elts,
+                                                   ctx->keys.nelts,
+                                                   ctx->marks.elts,
+                                                   ctx->marks.nelts, &token,
+                                                   hold, done);
+        return;
+    }
 
     (void) ngx_http_webhook_lock_redis_release(ctx->keys.elts,
                                                ctx->keys.nelts,

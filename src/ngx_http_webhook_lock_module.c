@@ -44,6 +44,11 @@ static ngx_int_t ngx_http_webhook_lock_init_process(ngx_cycle_t *cycle);
 static void ngx_http_webhook_lock_exit_process(ngx_cycle_t *cycle);
 
 
+static ngx_conf_num_bounds_t  ngx_http_webhook_lock_queue_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000
+};
+
+
 static ngx_conf_enum_t  ngx_http_webhook_lock_fail[] = {
     { ngx_string("closed"), 0 },
     { ngx_string("open"), 1 },
@@ -124,6 +129,20 @@ static ngx_command_t  ngx_http_webhook_lock_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_webhook_lock_loc_conf_t, dedup),
       NULL },
+
+    { ngx_string("webhook_lock_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, wait),
+      NULL },
+
+    { ngx_string("webhook_lock_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_webhook_lock_loc_conf_t, queue),
+      &ngx_http_webhook_lock_queue_bounds },
 
     { ngx_string("webhook_retry_after"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -266,6 +285,7 @@ ngx_http_webhook_lock_create_main_conf(ngx_conf_t *cf)
      *     wmcf->redis.port = 0;
      *     wmcf->redis.password = { 0, NULL };
      *     wmcf->redis.dedup = 0;
+     *     wmcf->redis.queue = 0;
      *     wmcf->enabled = 0;
      */
 
@@ -312,6 +332,8 @@ ngx_http_webhook_lock_create_loc_conf(ngx_conf_t *cf)
     wlcf->ttl = NGX_CONF_UNSET_MSEC;
     wlcf->hold = NGX_CONF_UNSET_MSEC;
     wlcf->dedup = NGX_CONF_UNSET_MSEC;
+    wlcf->wait = NGX_CONF_UNSET_MSEC;
+    wlcf->queue = NGX_CONF_UNSET;
     wlcf->retry_after = NGX_CONF_UNSET;
     wlcf->fail_open = NGX_CONF_UNSET_UINT;
     wlcf->log_level = NGX_CONF_UNSET_UINT;
@@ -342,6 +364,8 @@ ngx_http_webhook_lock_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_msec_value(conf->ttl, prev->ttl, 30000);
     ngx_conf_merge_msec_value(conf->hold, prev->hold, 0);
     ngx_conf_merge_msec_value(conf->dedup, prev->dedup, 0);
+    ngx_conf_merge_msec_value(conf->wait, prev->wait, 0);
+    ngx_conf_merge_value(conf->queue, prev->queue, 50);
     ngx_conf_merge_value(conf->retry_after, prev->retry_after, 1);
     ngx_conf_merge_uint_value(conf->fail_open, prev->fail_open, 0);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_ERR);
@@ -418,6 +442,11 @@ ngx_http_webhook_lock_merge_loc_conf(ngx_conf_t *cf, void *parent,
     if (conf->dedup) {
         /* the dedup scripts are loaded on connect only when used */
         wmcf->redis.dedup = 1;
+    }
+
+    if (conf->wait) {
+        /* so are the queue script and the subscriber */
+        wmcf->redis.queue = 1;
     }
 
     /* counted in webhook_status under its name, else the location's */

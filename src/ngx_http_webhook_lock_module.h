@@ -48,6 +48,8 @@ typedef struct {
     ngx_msec_t                           ttl;
     ngx_msec_t                           hold;
     ngx_msec_t                           dedup;     /* 0: off */
+    ngx_msec_t                           wait;
+    ngx_int_t                            queue;     /* most waiting */
     time_t                               retry_after;
     ngx_uint_t                           fail_open;
     ngx_uint_t                           log_level;
@@ -83,6 +85,7 @@ typedef struct {
     u_char                               token[NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN];
 
     ngx_http_webhook_lock_ticket_t      *ticket;    /* pending acquire */
+    ngx_http_webhook_lock_waiter_t      *waiter;    /* or waiting */
     ngx_msec_t                           acquired;  /* when, for the hold */
     ngx_msec_t                           redis_start;
     ngx_msec_t                           redis_time;

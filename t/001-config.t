@@ -39,6 +39,8 @@ webhook_inbox account.id;
 webhook_lock_key lock:$webhook_inbox:$webhook_sender;
 webhook_lock_ttl 10s;
 webhook_lock_hold 2s;
+webhook_lock_wait 10s;
+webhook_lock_queue 20;
 webhook_retry_after 3;
 webhook_redis_fail open;
 webhook_lock_log_level notice;
@@ -93,6 +95,20 @@ $h->config_fails(location('webhook_lock whatsapp; webhook_lock_ttl 2s; '
 
 $h->config_fails(location('webhook_lock whatsapp; webhook_lock_ttl abc;'),
                  qr/invalid value/, 'ttl not a time');
+
+$h->config_fails(location('webhook_lock whatsapp; webhook_lock_wait 5x;'),
+                 qr/"webhook_lock_wait" directive invalid value/,
+                 'wait not a time');
+
+for my $n (0, 1001, 'x') {
+    $h->config_fails(location("webhook_lock whatsapp; webhook_lock_queue $n;"),
+                     qr/"webhook_lock_queue" directive invalid number|must be between 1 and 1000/,
+                     "queue of $n rejected");
+}
+
+$h->config_ok(location('webhook_lock whatsapp; webhook_lock_wait 0; '
+                       . 'webhook_lock_queue 1000;'),
+              'wait 0 and the largest queue accepted');
 
 $h->config_fails(location('webhook_lock whatsapp; webhook_retry_after x;'),
                  qr/invalid value/, 'retry_after not a number');

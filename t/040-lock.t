@@ -222,4 +222,11 @@ for (1 .. 2) {
 
 is_deeply($redis->settled_keys, [], 'every lock released at the end');
 
+# no location waits: no subscriber, no queue script
+
+is_deeply($redis->cmd('PUBSUB', 'CHANNELS', '*'), [],
+          'no subscriber where no location waits');
+like($redis->cmd('INFO', 'commandstats'), qr/cmdstat_script\|load:calls=2,/,
+     'two scripts loaded, not the queue script');
+
 $h->done;
