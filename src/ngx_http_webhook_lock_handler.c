@@ -30,6 +30,7 @@ static ngx_int_t ngx_http_webhook_lock_marks(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx);
 static void ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx);
+static u_char *ngx_http_webhook_lock_random(ngx_log_t *log);
 static void ngx_http_webhook_lock_acquire_handler(void *data, ngx_int_t rc);
 static void ngx_http_webhook_lock_decide(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx, ngx_int_t rc);
@@ -507,25 +508,52 @@ ngx_http_webhook_lock_marks(ngx_http_request_t *r,
 }
 
 
+/*
+ * 128 random bits for a token, cut from a per-worker buffer that
+ * RAND_bytes() fills 4 KB at a time: one call per 256 requests instead
+ * of one per request.  Only workers lock, so the master never fills it
+ * and every worker starts with its own.
+ */
+
+static u_char *
+ngx_http_webhook_lock_random(ngx_log_t *log)
+{
+    static u_char  buf[4096];
+    static size_t  left;
+
+    if (left < NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN / 2) {
+        if (RAND_bytes(buf, sizeof(buf)) != 1) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0, "RAND_bytes() failed");
+            return NULL;
+        }
+
+        left = sizeof(buf);
+    }
+
+    left -= NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN / 2;
+
+    return buf + left;
+}
+
+
 static void
 ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx)
 {
-    u_char                             random[16];
+    u_char                            *random;
     ngx_str_t                          token;
     ngx_http_cleanup_t                *cln;
     ngx_http_webhook_lock_loc_conf_t  *wlcf;
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
 
-    if (RAND_bytes(random, sizeof(random)) != 1) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "RAND_bytes() failed");
+    random = ngx_http_webhook_lock_random(r->connection->log);
+    if (random == NULL) {
         ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
 
-    ngx_hex_dump(ctx->token, random, sizeof(random));
+    ngx_hex_dump(ctx->token, random, NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN / 2);
 
     token.data = ctx->token;
     token.len = NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN;

@@ -37,11 +37,16 @@ static ngx_int_t ngx_http_webhook_lock_collect_value(void *data,
 static size_t ngx_http_webhook_lock_utf8_char(u_char *p, u_char *last);
 static ngx_int_t ngx_http_webhook_lock_json_scan(ngx_pool_t *pool,
     u_char *body, size_t len, ngx_str_t *detail);
-static void ngx_http_webhook_lock_json_cleanup(void *data);
+static void *ngx_http_webhook_lock_json_alloc(size_t size);
+static void ngx_http_webhook_lock_json_free(void *p);
 static ngx_int_t ngx_http_webhook_lock_form_decode(ngx_pool_t *pool,
     u_char *body, u_char *start, u_char *end, ngx_str_t *out,
     ngx_str_t *detail);
 static ngx_int_t ngx_http_webhook_lock_hex(u_char c);
+
+
+/* the pool cJSON allocates from while it parses; one worker, one thread */
+static ngx_pool_t  *ngx_http_webhook_lock_json_pool;
 
 
 char *
@@ -408,10 +413,10 @@ cJSON *
 ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_str_t *detail)
 {
-    cJSON               *root;
-    u_char              *p, *last;
-    const char          *end;
-    ngx_pool_cleanup_t  *cln;
+    cJSON        *root;
+    u_char       *p, *last;
+    const char   *end;
+    cJSON_Hooks   hooks;
 
     ngx_str_null(detail);
 
@@ -452,14 +457,23 @@ ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body, size_t len,
         return NULL;
     }
 
-    cln = ngx_pool_cleanup_add(pool, 0);
-    if (cln == NULL) {
-        return NULL;
-    }
+    /*
+     * The tree is allocated from the request's pool, and goes with it:
+     * no malloc() and free() per node, nothing to free on any path.
+     */
+
+    hooks.malloc_fn = ngx_http_webhook_lock_json_alloc;
+    hooks.free_fn = ngx_http_webhook_lock_json_free;
+
+    ngx_http_webhook_lock_json_pool = pool;
+    cJSON_InitHooks(&hooks);
 
     end = NULL;
 
     root = cJSON_ParseWithLengthOpts((const char *) body, len, &end, 0);
+
+    cJSON_InitHooks(NULL);
+    ngx_http_webhook_lock_json_pool = NULL;
 
     if (root == NULL) {
         p = end ? (u_char *) end : body;
@@ -469,9 +483,6 @@ ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body, size_t len,
                                             (size_t) (p - body));
         return NULL;
     }
-
-    cln->handler = ngx_http_webhook_lock_json_cleanup;
-    cln->data = root;
 
     for (p = (u_char *) end;
          p < last && ngx_http_webhook_lock_json_space(*p);
@@ -650,10 +661,17 @@ ngx_http_webhook_lock_utf8_char(u_char *p, u_char *last)
 }
 
 
-static void
-ngx_http_webhook_lock_json_cleanup(void *data)
+static void *
+ngx_http_webhook_lock_json_alloc(size_t size)
 {
-    cJSON_Delete(data);
+    return ngx_palloc(ngx_http_webhook_lock_json_pool, size);
+}
+
+
+static void
+ngx_http_webhook_lock_json_free(void *p)
+{
+    /* the pool frees it */
 }
 
 
