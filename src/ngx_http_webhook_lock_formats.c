@@ -1010,7 +1010,7 @@ ngx_http_webhook_lock_add(ngx_http_webhook_lock_extract_t *ex,
 {
     u_char          *p;
     ngx_str_t       *s;
-    ngx_uint_t       max;
+    ngx_uint_t       i, max;
     ngx_array_t     *a;
     ngx_str_node_t  *sn;
 
@@ -1023,6 +1023,20 @@ ngx_http_webhook_lock_add(ngx_http_webhook_lock_extract_t *ex,
                                             "%s longer than %d bytes",
                                             ngx_http_webhook_lock_roles[role],
                                             NGX_HTTP_WEBHOOK_LOCK_VALUE_MAX);
+    }
+
+    /*
+     * Values end up in keys and in error log lines as they are: a "\n"
+     * decoded from the body could forge a log line, and no provider
+     * sends control characters in an id.
+     */
+
+    for (i = 0; i < value->len; i++) {
+        if (value->data[i] < 0x20 || value->data[i] == 0x7f) {
+            return ngx_http_webhook_lock_detail(ex->pool, ex->detail,
+                                            "%s with a control character",
+                                            ngx_http_webhook_lock_roles[role]);
+        }
     }
 
     if (role != NGX_HTTP_WEBHOOK_LOCK_INBOX
