@@ -13,6 +13,9 @@
 #include "ngx_http_webhook_lock_signature.h"
 
 
+/* a body this large refreshes the cached clock once it is parsed */
+#define NGX_HTTP_WEBHOOK_LOCK_LARGE_BODY  65536
+
 /* the longest Redis key a template may produce */
 #define NGX_HTTP_WEBHOOK_LOCK_KEY_MAX  1024
 
@@ -258,6 +261,15 @@ ngx_http_webhook_lock_inspect(ngx_http_request_t *r,
     if (wlcf->dedup && ngx_http_webhook_lock_marks(r, ctx) != NGX_OK) {
         ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
+    }
+
+    /*
+     * A large body takes a while to parse, and nginx's clock is cached:
+     * the Redis command's timer must count from now, not from before.
+     */
+
+    if (body.len > NGX_HTTP_WEBHOOK_LOCK_LARGE_BODY) {
+        ngx_time_update();
     }
 
     ngx_http_webhook_lock_acquire(r, ctx);
