@@ -7,10 +7,18 @@
 #   ./build.sh test       deps, build, then prove -r t/
 #   ./build.sh demo       a live album burst through the gate (--keep to stay)
 #   ./build.sh lint       line width, tabs and trailing blanks in src/, config
+#   ./build.sh bench      deps (and wrk, the Lua module), build, then
+#                         t/bench/run.sh: plain proxy_pass, an OpenResty
+#                         peer and the module side by side, under 3 minutes;
+#                         the table goes to build/bench/results.md
 #   ./build.sh install    copy the module into nginx's modules directory
+#   ./build.sh asan       the suite against an AddressSanitizer and
+#                         UndefinedBehaviorSanitizer build (build/asan)
+#   ./build.sh valgrind   the suite with nginx under valgrind memcheck
+#   ./build.sh fuzz [S]   each libFuzzer target of t/fuzz for S seconds (10)
 #
 # NGINX_SRC=/path builds against another nginx source tree; BUILD_DIR moves
-# the build; CC_OPT adds compiler flags (the sanitizer builds use it).
+# the build; CC_OPT and LD_OPT add compiler and linker flags.
 
 set -euo pipefail
 
@@ -113,24 +121,158 @@ lint() {
     return $rc
 }
 
+# as Debian's libnginx-mod-* packages: the module, a load file in
+# modules-available, enabled by a link in modules-enabled; DESTDIR=/root
+# installs under another root
 install_module() {
-    local modules=/usr/lib/nginx/modules conf=/usr/share/nginx/modules-available
+    local root=${DESTDIR:-}
+    local modules=/usr/lib/nginx/modules
+    local available=/usr/share/nginx/modules-available
+    local enabled=/etc/nginx/modules-enabled
+    local load=mod-http-webhook-lock.conf
 
     build
-    install -m 644 "$build/$so" "$modules/$so"
-    mkdir -p "$conf"
-    echo "load_module modules/$so;" > "$conf/mod-http-webhook-lock.conf"
-    ln -sfn "$conf/mod-http-webhook-lock.conf" \
-        /etc/nginx/modules-enabled/50-mod-http-webhook-lock.conf
-    echo "installed $modules/$so"
-    echo "enabled by /etc/nginx/modules-enabled/50-mod-http-webhook-lock.conf"
+    mkdir -p "$root$modules" "$root$available" "$root$enabled"
+    install -m 644 "$build/$so" "$root$modules/$so"
+    echo "load_module modules/$so;" > "$root$available/$load"
+    ln -sfn "$available/$load" "$root$enabled/50-$load"
+    echo "installed $root$modules/$so"
+    echo "enabled by $root$enabled/50-$load (nginx -s reload to load it)"
+}
+
+run_bench() {
+    deps wrk libnginx-mod-http-lua lua-cjson
+    build
+    MODULE_SO="$build/$so" BENCH_OUT="${BENCH_OUT:-$build/bench/results.md}" \
+        exec "$repo/t/bench/run.sh" "$@"
 }
 
 run_tests() {
     deps
     build
+    prove_with -- "$@"
+}
+
+# ASan and UBSan in the module only: Debian's nginx is not instrumented,
+# so the harness preloads the runtime (TEST_NGINX_PRELOAD).  -z nodelete
+# keeps the module mapped after nginx's dlclose() at exit, for LeakSanitizer
+# and valgrind to name its functions in their reports.
+
+asan() {
+    local san="-fsanitize=address,undefined"
+
+    build=${BUILD_DIR:-$repo/build/asan}
+
+    deps
+    CC_OPT="$san -fno-omit-frame-pointer -O1 ${CC_OPT:-}" \
+    LD_OPT="$san -Wl,-z,nodelete ${LD_OPT:-}" \
+        build
+
+    prove_with TEST_NGINX_PRELOAD="$(readlink -f \
+                   "$(${CC:-gcc} -print-file-name=libasan.so)")" -- "$@"
+}
+
+# Every file unless named, but those that valgrind's slowness defeats
+# (they pass its memory checks when named, some of their timings fail):
+# the demo runs an nginx of its own; t/040 and t/062 count the scripts
+# loaded, which a setup timed out under valgrind loads twice; t/048 and
+# t/049 time the order of requests sent 20 ms apart.
+
+valgrind_skip="t/040-lock.t t/048-wait-nodes.t t/049-wait-load.t
+               t/050-demo.t t/062-dedup-mock.t"
+
+valgrind_tests() {
+    local files=("$@") f skip
+
+    skip=" $(echo $valgrind_skip) "
+
+    build=${BUILD_DIR:-$repo/build/valgrind}
+
+    deps valgrind
+    LD_OPT="-Wl,-z,nodelete ${LD_OPT:-}" build
+
+    if [ ${#files[@]} = 0 ]; then
+        for f in "$repo"/t/*.t; do
+            [[ $skip = *" t/${f##*/} "* ]] || files+=("$f")
+        done
+    fi
+
+    TEST_JOBS=${TEST_JOBS:-1} \
+        prove_with TEST_NGINX_VALGRIND=1 -- "${files[@]}"
+}
+
+# prove, with the module just built and these variables: VAR=value ... --
+
+prove_with() {
+    local env=()
+
+    while [ "$1" != -- ]; do env+=("$1"); shift; done
+    shift
+
     cd "$repo"
-    TEST_NGINX_MODULE="$build/$so" prove -j"${TEST_JOBS:-2}" -r "${@:-t/}"
+    env "${env[@]}" TEST_NGINX_MODULE="$build/$so" \
+        prove -j"${TEST_JOBS:-2}" -r "${@:-t/}"
+}
+
+# libFuzzer targets: the payload code against t/fuzz/ngx_shim.c, a shim of
+# the nginx core functions it calls; nginx's configure writes the headers.
+# New inputs go to build/fuzz/corpus, crashes to build/fuzz/crash-*.
+# CJSON_SRC=/path/cJSON.c (the version Debian ships) builds cJSON into the
+# targets, instrumented, instead of linking the system library.
+
+fuzz_targets="path extract form signature"
+
+fuzz() {
+    local seconds=${1:-10} out t srcs cjson="-lcjson" rc=0
+
+    [ $# -gt 0 ] && shift
+
+    deps clang libclang-rt-dev
+    configure
+
+    out=$build/fuzz
+    mkdir -p "$out"
+
+    if [ -n "${CJSON_SRC:-}" ]; then
+        mkdir -p "$out/cjson/cjson"
+        ln -sfn "$(dirname "$(readlink -f "$CJSON_SRC")")/cJSON.h" \
+            "$out/cjson/cjson/cJSON.h"
+        cjson="-I $out/cjson $CJSON_SRC"
+    fi
+
+    for t in ${@:-$fuzz_targets}; do
+        # the signature target includes the file it tests
+
+        srcs="$repo/src/ngx_http_webhook_lock_payload.c"
+        [ "$t" = extract ] \
+            && srcs="$srcs $repo/src/ngx_http_webhook_lock_formats.c"
+
+        ${FUZZ_CC:-clang} -g -O1 -fsanitize=fuzzer,address,undefined \
+            -fno-sanitize-recover=undefined -Wall -Wno-unused-parameter \
+            -I "$build/nginx/objs" -I "$repo/src" -I "$repo/t/fuzz" \
+            $(for d in core event os/unix http http/modules \
+                       http/v2; do echo "-I $nginx_src/src/$d"; done) \
+            "$repo/t/fuzz/fuzz_$t.c" "$repo/t/fuzz/ngx_shim.c" $srcs \
+            $cjson -lcrypto -o "$out/fuzz_$t"
+
+        mkdir -p "$out/corpus/$t"
+
+        # the seeds, regressions among them, run first, then new inputs
+
+        "$out/fuzz_$t" -max_total_time="$seconds" -timeout=10 \
+            -max_len=65536 -print_final_stats=1 \
+            -dict="$repo/t/fuzz/$t.dict" -artifact_prefix="$out/crash-$t-" \
+            "$out/corpus/$t" "$repo/t/fuzz/corpus/$t" \
+            > "$out/$t.log" 2>&1 \
+        || { rc=1; tail -40 "$out/$t.log"; }
+
+        echo "fuzz $t: $(grep -o 'stat::number_of_executed_units: [0-9]*' \
+                          "$out/$t.log" | cut -d' ' -f2) runs," \
+             "$(grep -Eo 'cov: [0-9]+' "$out/$t.log" | tail -1) edges," \
+             "$(ls "$out/corpus/$t" | wc -l) inputs in $out/corpus/$t"
+    done
+
+    return $rc
 }
 
 cmd=${1:-build}
@@ -142,6 +284,10 @@ case "$cmd" in
     test)     run_tests "$@" ;;
     lint)     lint ;;
     install)  install_module ;;
+    asan)     asan "$@" ;;
+    valgrind) valgrind_tests "$@" ;;
+    fuzz)     fuzz "$@" ;;
     demo)     deps; build; exec perl "$repo/t/demo/album.pl" "$build/$so" "$@" ;;
-    *)        sed -n '2,14p' "$0"; exit 2 ;;
+    bench)    run_bench "$@" ;;
+    *)        sed -n '2,21p' "$0"; exit 2 ;;
 esac

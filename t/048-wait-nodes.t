@@ -125,10 +125,7 @@ is_deeply($redis->settled_keys, [], 'no lock and no queue left behind');
 is($redis->cmd('SELECT', 0), 'OK', 'db 0');
 is_deeply($redis->cmd('KEYS', '*'), [], 'nothing in db 0');
 
-# the second instance's end: its log checked here, the first's by done()
+# each instance's end: its own log checks
 
-ok($h2->stop, 'second instance stopped');
-$h2->no_error_log(qr/\[(?:alert|crit|emerg)\]/,
-                  'no alerts in the second instance\'s log');
-
+$h2->done;
 $h->done;

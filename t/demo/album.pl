@@ -26,6 +26,7 @@ my $dir = tempdir('webhook-lock-demo-XXXXXX', TMPDIR => 1,
                   CLEANUP => !$keep);
 my %port = map { $_ => free_port() } qw/redis app nginx/;
 my $images = 6;
+my $main = $$;
 
 $| = 1;
 
@@ -36,6 +37,9 @@ system('redis-server', '--port', $port{redis}, '--bind', '127.0.0.1',
 wait_port($port{redis});
 
 my $app = start_app();
+
+# whatever happens from here on, nothing is left running (unless --keep)
+END { local $?; stop_all() if $dir && !$keep && $$ == $main }
 
 write_file("$dir/nginx.conf", <<"CONF");
 load_module $module;
@@ -75,8 +79,19 @@ http {
 }
 CONF
 
-system('nginx', '-p', "$dir/", '-c', "$dir/nginx.conf", '-e',
-       "$dir/error.log") == 0 or die "nginx did not start\n";
+{
+    # A sanitizer build needs its runtime first (./build.sh asan).  No
+    # leak check: the parent that daemonizes exits without freeing PCRE2's
+    # compile context, nginx's own; the harness checks leaks of nginx run
+    # in the foreground.
+    local $ENV{LD_PRELOAD} = $ENV{TEST_NGINX_PRELOAD}
+        if $ENV{TEST_NGINX_PRELOAD};
+    local $ENV{ASAN_OPTIONS} = 'detect_leaks=0'
+        if $ENV{TEST_NGINX_PRELOAD};
+
+    system('nginx', '-p', "$dir/", '-c', "$dir/nginx.conf", '-e',
+           "$dir/error.log") == 0 or die "nginx did not start\n";
+}
 wait_port($port{nginx});
 
 print "webhook_lock demo: a WhatsApp contact sends an album of $images "
@@ -252,7 +267,11 @@ sub start_app {
     return bless { dir => $dir, owner => 0 }, 'Chatwoot';
 }
 
+my $stopped;
+
 sub stop_all {
+    return if $stopped++;
+
     for my $name (qw/nginx redis app/) {
         my $pid = eval { read_file("$dir/$name.pid") } or next;
         chomp $pid;

@@ -46,7 +46,9 @@ when nginx, the module, a need or redis-server is missing.
 C<TEST_NGINX_BINARY> names nginx (default C</usr/sbin/nginx>).
 
 C<< $h->testdir >>, C<< $h->port($name) >> (a free port, the same for a
-name on every call; C<nginx> by default), C<< $h->url($path) >>,
+name on every call; C<nginx> by default; C<< $h->port($name, $number) >>
+names a port taken elsewhere, such as another harness's daemon),
+C<< $h->url($path) >>,
 C<< $h->write_file($relpath, $bytes) >> (returns the full path),
 C<< $h->read_file($relpath) >> (the bytes, or an empty string).
 
@@ -115,6 +117,32 @@ C<[crit]> or C<[emerg]> in the error log (except lines matching
 C<allow>), and no sanitizer report in the error log or nginx's
 stdout/stderr (C<TESTDIR/stderr.log>); then calls C<done_testing>.
 
+Several nginx at once (a cluster sharing one Redis): one harness each,
+with the shared daemons' ports named in the others (C<port>); each ends
+with its C<done>, and C<done_testing> comes with the last of them (or at
+exit, when a harness is stopped without its C<done>).
+
+=head2 Memory checkers
+
+C<TEST_NGINX_PRELOAD=/path/libasan.so> runs nginx (and C<nginx -t>) with
+that library preloaded, for a module built with sanitizers
+(C<./build.sh asan>): C<ASAN_OPTIONS> and C<UBSAN_OPTIONS> send reports
+to C<TESTDIR/preload/>, with LeakSanitizer on and whole stacks; options
+of your own in those variables are added after (and win). C<done> fails
+on every report there but leaks whose stack has no frame of the module,
+hiredis or cJSON: nginx leaves its connection arrays at worker exit and
+the first cycle's pool after C<nginx -t>, module or not.
+
+C<TEST_NGINX_VALGRIND=1> (or a path to valgrind) runs nginx under
+valgrind memcheck (C<./build.sh valgrind>), definite leaks shown, logs in
+C<TESTDIR/valgrind/>, suppressions from C<t/valgrind.supp> if there is
+one and more options from C<TEST_NGINX_VALGRIND_OPTS>; C<done> adds a
+test, failing on any error and on leaks as above. Waits for nginx are
+ten times longer (C<< $h->slowness >> says by how much, for a test's own
+time limits: 10, 2 with C<TEST_NGINX_PRELOAD>, else 1), with two seconds
+more after a start or reload for the workers to reach Redis; workers are
+the master's children whatever their title.
+
 At exit, whatever happened, the process that made C<$h> stops
 everything; on a failure it prints the last 60 lines of the error log.
 C<TEST_NGINX_CATLOG=1> prints the whole log, C<TEST_NGINX_LEAVE=1> keeps
@@ -177,6 +205,7 @@ my %BUILTIN = map { $_ => 1 } qw(
 my %REGISTRY;
 my %USED_PORTS;
 my $DONE_TESTING;
+my $PLAN_AT_END;                # the pid whose harnesses are not all done
 
 sub new {
     my ($class, %opts) = @_;
@@ -217,6 +246,17 @@ sub new {
 
     chmod 0755, $self->{dir};
 
+    # sanitizer and valgrind runs (see "Memory checkers")
+
+    $self->{preload} = $ENV{TEST_NGINX_PRELOAD};
+    $self->{valgrind} = $ENV{TEST_NGINX_VALGRIND};
+
+    for my $sub (grep { $self->{$_} } qw(preload valgrind)) {
+        my $d = "$self->{dir}/$sub";
+        mkdir $d;
+        chmod 0777, $d;         # reports are written by workers too
+    }
+
     # a strong reference: a die unwinds file lexicals before END runs
 
     $REGISTRY{refaddr $self} = $self;
@@ -232,9 +272,11 @@ sub new {
 sub testdir { $_[0]{dir} }
 
 sub port {
-    my ($self, $name) = @_;
+    my ($self, $name, $number) = @_;
 
     $name = lc($name // 'nginx');
+    $self->{ports}{$name} = $number if defined $number;
+
     return $self->{ports}{$name} //= _free_port();
 }
 
@@ -329,8 +371,10 @@ sub config_test {
                                  $self->_conf($tpl, %opts,
                                               error_log => $log));
 
-    my ($out, $rc) = _capture($self->{binary}, '-t', '-p', "$d/",
-                              '-c', $conf, '-e', $log);
+    my ($out, $rc) = _capture_env({ $self->_nginx_env },
+                                  $self->_nginx_command('-t', '-p', "$d/",
+                                                        '-c', $conf,
+                                                        '-e', $log));
 
     return ($rc, $out);
 }
@@ -372,7 +416,6 @@ sub start {
     die "nginx is already running\n" if $self->{master};
 
     my $d = $self->{dir};
-    my $bin = $self->{binary};
 
     $self->{conf} = { tpl => $tpl, main => $opts{main},
                       events => $opts{events} };
@@ -390,9 +433,12 @@ sub start {
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', "$d/stderr.log";
         open STDERR, '>&', \*STDOUT;
+        my %env = $self->_nginx_env;
+        @ENV{keys %env} = values %env;
+        my @cmd = $self->_nginx_command('-p', "$d/", '-c', "$d/nginx.conf",
+                                        '-e', "$d/error.log");
         no warnings 'exec';
-        exec { $bin } $bin, '-p', "$d/", '-c', "$d/nginx.conf",
-                      '-e', "$d/error.log";
+        exec { $cmd[0] } @cmd;
         POSIX::_exit(127);
     }
 
@@ -405,7 +451,7 @@ sub start {
     my ($workers) = ($opts{main} // '') =~ /^\s*worker_processes\s+(\d+)/m;
     $workers = 0 if ($opts{main} // '') =~ /^\s*master_process\s+off/m;
 
-    my $deadline = time + ($opts{timeout} // 5);
+    my $deadline = time + ($opts{timeout} // 5) * $self->slowness;
     my $pid_ok = 0;
 
     local $?;
@@ -420,9 +466,14 @@ sub start {
 
         $pid_ok ||= (_slurp("$d/nginx.pid") // '') =~ /^$pid\b/;
 
-        return $self if $pid_ok
-                        && $self->worker_pids >= ($workers // 1)
-                        && (!defined $port || _can_connect($port));
+        if ($pid_ok
+            && $self->worker_pids >= ($workers // 1)
+            && (!defined $port || _can_connect($port)))
+        {
+            # under valgrind, workers take their time to reach Redis
+            sleep 2 if $self->{valgrind};
+            return $self;
+        }
 
         sleep 0.02;
     }
@@ -452,7 +503,7 @@ sub stop {
     local $?;
 
     kill 'QUIT', $pid;
-    my $graceful = _reap($pid, $opts{timeout} // 5);
+    my $graceful = _reap($pid, ($opts{timeout} // 5) * $self->slowness);
 
     if (!$graceful) {
         kill 'TERM', $pid;
@@ -466,7 +517,8 @@ sub stop {
     # workers outlive a master that was killed
 
     for my $w (@workers) {
-        kill 'KILL', $w if _cmdline($w) =~ /^nginx: /;
+        kill 'KILL', $w if _cmdline($w) =~ /^nginx: /
+                           || $self->{valgrind} && -e "/proc/$w";
     }
 
     return $graceful;
@@ -494,7 +546,7 @@ sub reload {
 
     kill 'HUP', $master;
 
-    my $deadline = time + ($opts{timeout} // 5);
+    my $deadline = time + ($opts{timeout} // 5) * $self->slowness;
     my $wait_old = $opts{wait_old} // 1;
 
     while (time < $deadline) {
@@ -502,7 +554,10 @@ sub reload {
         my $new = grep { !$old{$_} } @now;
         my $old = grep { $old{$_} } @now;
 
-        return 1 if $new && (!$old || !$wait_old);
+        if ($new && (!$old || !$wait_old)) {
+            sleep 2 if $self->{valgrind};
+            return 1;
+        }
         return 0 if $self->error_log($mark) =~ /\[emerg\]/;
 
         sleep 0.05;
@@ -515,7 +570,13 @@ sub worker_pids {
     my ($self) = @_;
 
     my $master = $self->{master} or return ();
-    return grep { _cmdline($_) =~ /worker process/ } _children($master);
+    my @pids = _children($master);
+
+    # under valgrind the title nginx sets is not what /proc shows
+
+    return @pids if $self->{valgrind};
+
+    return grep { _cmdline($_) =~ /worker process/ } @pids;
 }
 
 ###############################################################################
@@ -943,14 +1004,87 @@ sub done {
                       @log, split /\n/, _slurp("$self->{dir}/stderr.log")
                                         // '';
 
-        Test::More::ok(!@reports, 'no sanitizer errors')
+        # reports sent to files by TEST_NGINX_PRELOAD's log_path
+
+        my ($bad, $ignored) = $self->_memory_reports('preload');
+
+        Test::More::ok(!@reports && !@$bad, 'no sanitizer errors')
             or Test::More::diag(join "\n",
-                                grep { defined } @reports[0 .. 19]);
+                                (grep { defined } @reports[0 .. 19]),
+                                @$bad);
+
+        if ($self->{valgrind}) {
+            my ($vbad, $vignored) = $self->_memory_reports('valgrind');
+
+            Test::More::ok(!@$vbad, 'no valgrind errors')
+                or Test::More::diag(join "\n", @$vbad);
+
+            $ignored += $vignored;
+        }
+
+        Test::More::note("$ignored leak reports of nginx's own ignored")
+            if $ignored;
     }
 
     $self->{done} = 1;
 
+    # several harnesses in one file: the plan comes with the last done,
+    # or at the end when some harness never had its done
+
+    if (grep { $_->{owner} == $$ && !$_->{done} } values %REGISTRY) {
+        $PLAN_AT_END = $$;
+        return;
+    }
+
     Test::More::done_testing() unless $DONE_TESTING++;
+}
+
+# Sanitizer (ASan, LSan, UBSan) or valgrind reports, as text to show, and
+# how many leaks were left out.  Every report fails a file but a leak whose
+# stack has no frame of the module or of the libraries it drives (hiredis,
+# cJSON): nginx frees neither its connections at worker exit nor the first
+# cycle's pool after "nginx -t", with or without the module.
+
+sub _memory_reports {
+    my ($self, $sub) = @_;
+
+    return ([], 0) unless $self->{$sub};
+
+    my $ours = qr/ngx_http_webhook_lock|libhiredis|libcjson/;
+    $ours = qr/$ours|\Q$self->{module}\E/ if $self->{module};
+
+    my $leak = qr/^(?:==\d+==\s+)?(?:(?:Direct|Indirect)\ leak\ of
+                  |[\d,]+\ (?:\([^)]*\)\ )?bytes\ in\ [\d,]+\ blocks
+                  \ are)/mx;
+
+    my (@bad, $ignored);
+
+    for my $file (sort glob "$self->{dir}/$sub/*") {
+        my $text = _slurp($file) // next;
+        my @kept;
+
+        # paragraphs: a report's head, each leak with its stack, a summary
+
+        for my $block (split /\n(?:==\d+==\s*)?\n/, $text) {
+            if ($block =~ $leak && $block !~ $ours) {
+                $ignored++;
+
+            } elsif ($sub eq 'valgrind') {
+                # errors and leaks have a stack; the rest is talk
+                push @kept, $block if $block =~ /^==\d+==\s+at 0x/m;
+
+            } elsif ($block =~ /\S/
+                     && $block !~ /^(?:==\d+==)?ERROR: LeakSanitizer/m
+                     && $block !~ /^SUMMARY: AddressSanitizer: [\d,]+ byte/m)
+            {
+                push @kept, $block;
+            }
+        }
+
+        push @bad, "--- $file ---", @kept if @kept;
+    }
+
+    return (\@bad, $ignored // 0);
 }
 
 sub _shutdown {
@@ -1000,6 +1134,9 @@ END {
     local $?;
 
     $_->_cleanup($failed) for values %REGISTRY;
+
+    Test::More::done_testing()
+        if ($PLAN_AT_END // 0) == $$ && !$DONE_TESTING++;
 }
 
 sub DESTROY {
@@ -1075,6 +1212,55 @@ sub max_concurrency {
     }
 
     return wantarray ? ($max, \%by_key) : $max;
+}
+
+# what nginx runs with: TEST_NGINX_PRELOAD, TEST_NGINX_VALGRIND
+
+sub _nginx_env {
+    my ($self) = @_;
+
+    my $preload = $self->{preload} or return ();
+    my $d = "$self->{dir}/preload";
+
+    # Reports go to files the workers can write; whole stacks (nginx has
+    # no frame pointers) so that a leak shows whose it is; a leak found at
+    # exit leaves the exit status alone ("nginx -t" says 0 all the same):
+    # done() reads the reports.  The caller's own *SAN_OPTIONS come last
+    # and win.
+
+    return (
+        LD_PRELOAD    => join(' ', $preload, $ENV{LD_PRELOAD} // ()),
+        ASAN_OPTIONS  => join(':', "log_path=$d/asan", 'detect_leaks=1',
+                              'fast_unwind_on_malloc=0',
+                              'malloc_context_size=30',
+                              $ENV{ASAN_OPTIONS} // ()),
+        LSAN_OPTIONS  => join(':', 'exitcode=0', $ENV{LSAN_OPTIONS} // ()),
+        UBSAN_OPTIONS => join(':', "log_path=$d/ubsan", 'print_stacktrace=1',
+                              $ENV{UBSAN_OPTIONS} // ()),
+    );
+}
+
+sub _nginx_command {
+    my ($self, @args) = @_;
+
+    return ($self->{binary}, @args) unless $self->{valgrind};
+
+    my $supp = "$REPO/t/valgrind.supp";
+    my $vg = $self->{valgrind} =~ m{/} ? $self->{valgrind} : 'valgrind';
+
+    return ($vg, '--tool=memcheck', '--leak-check=full',
+            '--show-leak-kinds=definite', '--errors-for-leak-kinds=definite',
+            '--num-callers=40', "--log-file=$self->{dir}/valgrind/vg.%p",
+            (-f $supp ? "--suppressions=$supp" : ()),
+            split(' ', $ENV{TEST_NGINX_VALGRIND_OPTS} // ''),
+            $self->{binary}, @args);
+}
+
+# how much longer nginx takes under a memory checker
+
+sub slowness {
+    my ($self) = @_;
+    return $self->{valgrind} ? 10 : $self->{preload} ? 2 : 1;
 }
 
 sub _skip {
@@ -1246,10 +1432,16 @@ sub _slurp {
 
 sub _capture {
     my (@cmd) = @_;
+    return _capture_env({}, @cmd);
+}
+
+sub _capture_env {
+    my ($env, @cmd) = @_;
 
     my $pid = open(my $fh, '-|') // die "fork: $!\n";
 
     if ($pid == 0) {
+        @ENV{keys %$env} = values %$env;
         open STDERR, '>&', \*STDOUT;
         no warnings 'exec';
         exec { $cmd[0] } @cmd;

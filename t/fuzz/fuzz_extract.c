@@ -1,0 +1,190 @@
+
+/*
+ * Copyright (C) webhook_lock authors
+ */
+
+
+/*
+ * ngx_http_webhook_lock_extract() for every format: "FO" then the body.
+ * F picks the format (F % 6: whatsapp, instagram, messenger, tiktok,
+ * twilio, json); O's bits 0-2 give the body webhook_sender,
+ * webhook_message_id and webhook_inbox paths (json always has senders).
+ * Checks what the handler relies on: a detail with every 400, values
+ * within their limits, distinct and without control characters, the body
+ * left as it came.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <cjson/cJSON.h>
+
+#include "ngx_http_webhook_lock_formats.h"
+#include "ngx_http_webhook_lock_payload.h"
+#include "ngx_shim.h"
+
+
+static ngx_array_t *fuzz_extract_paths(ngx_conf_t *cf, char **texts);
+static void fuzz_extract_check(ngx_array_t *a, ngx_uint_t max);
+static void fuzz_extract_printable(ngx_str_t *s);
+
+
+static char  *fuzz_extract_senders[] = {
+    "from", "data[*].from", "[*].message.from", "sender.id",
+    "entry[0].changes[*].value.messages[*].from", "From", NULL
+};
+
+static char  *fuzz_extract_ids[] = {
+    "id", "data[*].id", "[*].message.id", "MessageSid", NULL
+};
+
+static char  *fuzz_extract_inboxes[] = {
+    "account", "[0].inbox", "entry[*].id", "AccountSid", NULL
+};
+
+
+static ngx_pool_t   *fuzz_extract_pool;
+static ngx_array_t  *fuzz_extract_rules[3];
+
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    ngx_conf_t  *cf;
+
+    (void) argc;
+    (void) argv;
+
+    /* the paths live as long as the configuration would */
+
+    fuzz_extract_pool = ngx_create_pool(1024, &ngx_shim_log);
+    cf = ngx_shim_conf(fuzz_extract_pool);
+
+    fuzz_extract_rules[0] = fuzz_extract_paths(cf, fuzz_extract_senders);
+    fuzz_extract_rules[1] = fuzz_extract_paths(cf, fuzz_extract_ids);
+    fuzz_extract_rules[2] = fuzz_extract_paths(cf, fuzz_extract_inboxes);
+
+    return 0;
+}
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    u_char                           *body;
+    size_t                            len;
+    ngx_int_t                         rc;
+    ngx_str_t                         detail;
+    ngx_pool_t                       *pool;
+    ngx_http_webhook_lock_rules_t     rules;
+    ngx_http_webhook_lock_payload_t   pl;
+
+    if (size < 2) {
+        return 0;
+    }
+
+    rules.format = NGX_HTTP_WEBHOOK_LOCK_WHATSAPP + data[0] % 6;
+    rules.senders = (data[1] & 1) ? fuzz_extract_rules[0] : NULL;
+    rules.message_ids = (data[1] & 2) ? fuzz_extract_rules[1] : NULL;
+    rules.inboxes = (data[1] & 4) ? fuzz_extract_rules[2] : NULL;
+
+    if (rules.format == NGX_HTTP_WEBHOOK_LOCK_JSON) {
+        rules.senders = fuzz_extract_rules[0];
+    }
+
+    pool = ngx_create_pool(1024, &ngx_shim_log);
+
+    /* an exact-size copy: a read past the body is caught */
+
+    len = size - 2;
+    body = ngx_pnalloc(pool, len);
+    ngx_memcpy(body, data + 2, len);
+
+    rc = ngx_http_webhook_lock_extract(pool, &rules, body, len, &pl, &detail);
+
+    ngx_shim_assert(rc == NGX_OK || rc == NGX_DECLINED);
+    ngx_shim_assert(ngx_memcmp(body, data + 2, len) == 0);
+
+    if (rc == NGX_DECLINED) {
+        ngx_shim_assert(detail.len > 0);
+        ngx_shim_assert(detail.len <= NGX_HTTP_WEBHOOK_LOCK_DETAIL_LEN);
+        ngx_shim_assert(detail.data[0] != '\0');
+        goto done;
+    }
+
+    ngx_shim_assert(pl.inbox.len <= NGX_HTTP_WEBHOOK_LOCK_VALUE_MAX);
+    fuzz_extract_printable(&pl.inbox);
+
+    fuzz_extract_check(&pl.senders, NGX_HTTP_WEBHOOK_LOCK_SENDERS_MAX);
+    fuzz_extract_check(&pl.message_ids, NGX_HTTP_WEBHOOK_LOCK_IDS_MAX);
+
+done:
+
+    ngx_destroy_pool(pool);
+
+    return 0;
+}
+
+
+static ngx_array_t *
+fuzz_extract_paths(ngx_conf_t *cf, char **texts)
+{
+    ngx_str_t                      text;
+    ngx_array_t                   *a;
+    ngx_http_webhook_lock_path_t **path;
+
+    a = ngx_array_create(cf->pool, 4, sizeof(ngx_http_webhook_lock_path_t *));
+
+    for ( /* void */ ; *texts; texts++) {
+        text.data = (u_char *) *texts;
+        text.len = ngx_strlen(*texts);
+
+        path = ngx_array_push(a);
+
+        ngx_shim_assert(ngx_http_webhook_lock_path_compile(cf, &text, path)
+                        == NGX_CONF_OK);
+    }
+
+    return a;
+}
+
+
+/* non-empty, short enough, distinct, no more than allowed */
+
+static void
+fuzz_extract_check(ngx_array_t *a, ngx_uint_t max)
+{
+    ngx_str_t   *s;
+    ngx_uint_t   i, j;
+
+    ngx_shim_assert(a->nelts <= max);
+
+    s = a->elts;
+
+    for (i = 0; i < a->nelts; i++) {
+        ngx_shim_assert(s[i].len > 0);
+        ngx_shim_assert(s[i].len <= NGX_HTTP_WEBHOOK_LOCK_VALUE_MAX);
+        fuzz_extract_printable(&s[i]);
+
+        /* pairs among the first 100: enough, and quadratic */
+
+        for (j = i + 1; j < a->nelts && j < 100; j++) {
+            ngx_shim_assert(s[i].len != s[j].len
+                            || ngx_memcmp(s[i].data, s[j].data, s[i].len)
+                               != 0);
+        }
+    }
+}
+
+
+/* no control character: values go into log lines */
+
+static void
+fuzz_extract_printable(ngx_str_t *s)
+{
+    size_t  i;
+
+    for (i = 0; i < s->len; i++) {
+        ngx_shim_assert(s->data[i] >= 0x20 && s->data[i] != 0x7f);
+    }
+}
