@@ -102,6 +102,7 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_webhook_lock_module;
+extern ngx_str_t     ngx_http_webhook_lock_status_names[];
 
 
 ngx_int_t ngx_http_webhook_lock_handler(ngx_http_request_t *r);

@@ -69,22 +69,6 @@ static u_char *ngx_http_webhook_lock_status_escape(u_char *p,
     ngx_http_webhook_lock_stat_slot_t *slot);
 
 
-/* the statuses, in the order of ngx_http_webhook_lock_status_e */
-
-static ngx_str_t  ngx_http_webhook_lock_stat_statuses[] = {
-    ngx_null_string,
-    ngx_string("acquired"),
-    ngx_string("waited"),
-    ngx_string("busy"),
-    ngx_string("bypass"),
-    ngx_string("duplicate"),
-    ngx_string("invalid"),
-    ngx_string("unsigned"),
-    ngx_string("error"),
-    ngx_string("open")
-};
-
-
 /* upper bounds in milliseconds; the last bucket is +Inf */
 
 static ngx_msec_t  ngx_http_webhook_lock_stat_bounds[] = {
@@ -455,7 +439,7 @@ ngx_http_webhook_lock_status_text(u_char *p, ngx_http_webhook_lock_shm_t *sh)
             p = ngx_sprintf(p, "webhook_lock_requests_total{location=\"");
             p = ngx_http_webhook_lock_status_escape(p, slot);
             p = ngx_sprintf(p, "\",status=\"%V\"} %uA\n",
-                            &ngx_http_webhook_lock_stat_statuses[j],
+                            &ngx_http_webhook_lock_status_names[j],
                             slot->requests[j]);
         }
     }
@@ -526,7 +510,7 @@ ngx_http_webhook_lock_status_json(u_char *p, ngx_http_webhook_lock_shm_t *sh)
 
         for (j = 1; j < NGX_HTTP_WEBHOOK_LOCK_STATUSES; j++) {
             p = ngx_sprintf(p, "%s\"%V\":%uA", j > 1 ? "," : "",
-                            &ngx_http_webhook_lock_stat_statuses[j],
+                            &ngx_http_webhook_lock_status_names[j],
                             slot->requests[j]);
         }
 

@@ -27,7 +27,9 @@ static ngx_int_t ngx_http_webhook_lock_join(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, ngx_array_t *a);
 
 
-static ngx_str_t  ngx_http_webhook_lock_statuses[] = {
+/* the values of $webhook_lock_status, as webhook_status counts them */
+
+ngx_str_t  ngx_http_webhook_lock_status_names[] = {
     ngx_null_string,
     ngx_string("acquired"),
     ngx_string("waited"),
@@ -229,11 +231,11 @@ ngx_http_webhook_lock_status_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    v->len = ngx_http_webhook_lock_statuses[ctx->status].len;
+    v->len = ngx_http_webhook_lock_status_names[ctx->status].len;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
-    v->data = ngx_http_webhook_lock_statuses[ctx->status].data;
+    v->data = ngx_http_webhook_lock_status_names[ctx->status].data;
 
     return NGX_OK;
 }
