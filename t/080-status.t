@@ -12,6 +12,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use JSON::PP;
 use Time::HiRes qw/time sleep/;
+use Digest::SHA qw/hmac_sha256_hex/;
 use NgxHarness;
 
 my $h = NgxHarness->new(needs => [qw/proxy redis/]);
@@ -35,6 +36,16 @@ server {
     location /b {
         webhook_lock json;
         webhook_redis_fail open;
+        proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+
+    location /c {
+        webhook_lock whatsapp;
+        webhook_sender messages[*].from;
+        webhook_signature app-secret;
+        webhook_dedup 1h;
+        webhook_lock_wait 5s;
+        webhook_lock_name gamma;
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
     }
 
@@ -125,9 +136,45 @@ is($json->{webhook_lock_redis_connected_workers}, 2,
    'both workers connected again');
 ok($json->{webhook_lock_redis_reconnects_total} >= 2,
    'both workers reconnected after the restart');
+# signatures, dedup and waiting: unsigned, duplicate, waited
+
+sub signed {
+    my ($body, %opts) = @_;
+    return (body => $body, timeout => 10, %opts, headers => {
+        'X-Hub-Signature-256' => 'sha256=' . hmac_sha256_hex($body,
+                                                             'app-secret') });
+}
+
+# 360dialog's flat WhatsApp body
+sub wa { encode_json({ messages => [ { from => $_[0], id => $_[1] } ] }) }
+
+my $m1 = wa('carol', 'm1');
+
+is(post('/c', $m1, headers => { 'X-Hub-Signature-256' => 'sha256=00' })
+   ->{status}, 401, 'unsigned');
+is($h->request(POST => '/c', signed($m1))->{status}, 200, 'acquired');
+is($h->request(POST => '/c', signed($m1))->{body}, '{"status":"duplicate"}',
+   'duplicate');
+
+@r = $h->wait_all(
+    map { $h->request_async(POST => '/c?delay=0.4', signed($_),
+                            at => time + 0.3) }
+    wa('dan', 'd1'), wa('dan', 'd2'));
+is(join(',', map { $_->{status} } @r), '200,200', 'one acquired, one waited');
+
+$json = status_json();
+
+is_deeply(counts($json, 'gamma'),
+          { acquired => 2, waited => 1, duplicate => 1, unsigned => 1 },
+          'gamma: unsigned, duplicate and waited counted too');
+
+my $wait = $json->{webhook_lock_wait_seconds};
+ok($wait->{count} >= 3, 'the waits are observed');
+ok($wait->{sum} >= 0.2, 'and the one that waited shows in the sum');
+
 my $attempts = 0;
 for my $c (values %{ $json->{requests} }) {
-    $attempts += $c->{$_} for qw/acquired busy error open/;
+    $attempts += $c->{$_} for qw/acquired waited duplicate busy error open/;
 }
 
 my $hist = $json->{webhook_lock_redis_duration_seconds};
