@@ -1,8 +1,10 @@
 #!/usr/bin/perl
 
 # ./build.sh demo, end to end: the album goes straight to the race-prone
-# stand-in (more than one conversation), then through the gate (exactly
-# one, every message delivered once, never two at once in the app).
+# stand-in (more than one conversation), then through the gate with 503
+# and redelivery, then through a location that waits at the edge (each
+# time exactly one conversation, every message delivered once, never two
+# at once in the app).
 
 use strict;
 use warnings;
@@ -35,6 +37,12 @@ like($out, qr/result: 1 conversation, 6 of 6 messages delivered once/,
 like($out, qr/at most 1 request of\s+this contact in the app at once/,
      'one at a time in the app');
 like($out, qr/503 sender_busy, Retry-After: 1/, 'the 503s are shown');
+like($out, qr/webhook_lock_wait\ 10s .*? result:\ 1\ conversation,
+              \ 6\ of\ 6\ messages\ delivered\ once\ each,
+              \s+0\ redelivered,\ at\ most\ 1\ request/xs,
+     'waiting at the edge: one conversation, nothing redelivered');
+is(scalar(() = $out =~ /after [\d.]+ s at the edge \(waited\)/g), 5,
+   'five images waited their turn at the edge');
 like($out, qr/the gate held/, 'the verdict is printed');
 
 $h->done;

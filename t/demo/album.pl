@@ -2,8 +2,8 @@
 
 # ./build.sh demo: an album of six images from one WhatsApp contact, sent
 # at once, first straight to a race-prone stand-in for Chatwoot, then
-# through nginx with webhook_lock; the provider redelivers on 503 after
-# Retry-After.  Prints what happened; exits non-zero if the gate let the
+# through nginx with webhook_lock, the provider redelivering on 503 after
+# Retry-After, then through a location that waits at the edge instead.  Prints what happened; exits non-zero if the gate let the
 # race through or lost a message.  --keep leaves everything running.
 
 use strict;
@@ -75,6 +75,15 @@ http {
             webhook_retry_after 1;
             proxy_pass http://chatwoot;
         }
+
+        location ~ ^/waiting/whatsapp/(?<phone>[^/]+)\$ {
+            webhook_lock        whatsapp;
+            webhook_lock_ttl    30s;
+            webhook_lock_wait   10s;
+            add_header X-Webhook-Lock \$webhook_lock_status always;
+            add_header X-Webhook-Lock-Wait \$webhook_lock_wait_time always;
+            proxy_pass http://chatwoot;
+        }
     }
 }
 CONF
@@ -127,8 +136,37 @@ printf "\n  result: %d conversation, %d of %d messages delivered once "
     . "request of\n          this contact in the app at once\n",
     $conversations, scalar(keys %ids), $images, $busy, $overlap;
 
+# 3. through a location that waits at the edge: no redelivery at all
+
+$start = time;
+my @waits = album($port{nginx}, '15550003333', 'wait',
+                  '/waiting/whatsapp/12345678911');
+
+print "\n  through a location with webhook_lock_wait 10s (no redelivery):\n";
+for my $a (sort { $a->{done} <=> $b->{done} } @waits) {
+    printf "    %5.2fs  image %d  %s\n", $a->{done} - $start, $a->{n},
+        $a->{status} == 200
+        ? "200, forwarded to the app after $a->{wait} s at the edge "
+          . "($a->{lock})"
+        : "$a->{status} $a->{error}";
+}
+
+my $waited_conversations = $app->conversations->{'15550003333'} // 0;
+my @waited = grep { $_->{sender} eq '15550003333' } @{ $app->messages };
+my %waited_ids = map { $_->{id} => 1 } @waited;
+my $waited_overlap = overlap(@waited);
+my $redelivered = grep { $_->{status} != 200 } @waits;
+
+printf "\n  result: %d conversation, %d of %d messages delivered once "
+    . "each,\n          %d redelivered, at most %d request of this contact "
+    . "in the\n          app at once\n",
+    $waited_conversations, scalar(keys %waited_ids), $images, $redelivered,
+    $waited_overlap;
+
 my $ok = $conversations == 1 && keys(%ids) == $images
-         && @messages == $images && $overlap == 1;
+         && @messages == $images && $overlap == 1
+         && $waited_conversations == 1 && keys(%waited_ids) == $images
+         && @waited == $images && $waited_overlap == 1 && !$redelivered;
 
 print $ok ? "\n  the gate held: one conversation, no message lost\n"
           : "\n  FAILED: the race got through or a message was lost\n";
@@ -159,14 +197,15 @@ exit($ok ? 0 : 1);
 
 
 sub album {
-    my ($port, $sender, $tag) = @_;
+    my ($port, $sender, $tag, $uri) = @_;
 
     my @kids;
 
     for my $n (1 .. $images) {
         my $pid = fork() // die "fork: $!";
         if ($pid == 0) {
-            deliver($port, $sender, $n, "$dir/$tag-$n.json");
+            deliver($port, $sender, $n, "$dir/$tag-$n.json",
+                    $uri // '/webhooks/whatsapp/12345678911');
             _exit(0);
         }
         push @kids, $pid;
@@ -180,7 +219,7 @@ sub album {
 
 # a provider: post, and on 503 redeliver after Retry-After
 sub deliver {
-    my ($port, $sender, $n, $file) = @_;
+    my ($port, $sender, $n, $file, $uri) = @_;
 
     my $body = encode_json({
         object => 'whatsapp_business_account',
@@ -204,13 +243,15 @@ sub deliver {
 
     for (1 .. 20) {
         my $t = time;
-        my ($status, $head, $reply) =
-            post($port, '/webhooks/whatsapp/12345678911', $body);
+        my ($status, $head, $reply) = post($port, $uri, $body);
         my ($retry) = $head =~ /^retry-after:\s*(\d+)/im;
         my ($error) = $reply =~ /"error":"(\w+)"/;
+        my ($lock) = $head =~ /^x-webhook-lock:\s*(\S+)/im;
+        my ($wait) = $head =~ /^x-webhook-lock-wait:\s*(\S+)/im;
 
-        push @attempts, { n => $n, t => $t, status => $status,
-                          retry => $retry // '-', error => $error // '' };
+        push @attempts, { n => $n, t => $t, done => time, status => $status,
+                          retry => $retry // '-', error => $error // '',
+                          lock => $lock // '-', wait => $wait // '-' };
         last if $status == 200;
         sleep(($retry // 1) + rand(0.2));
     }
