@@ -56,6 +56,7 @@ typedef struct {
 } ngx_http_webhook_lock_stat_ctx_t;
 
 
+static ngx_shm_zone_t *ngx_http_webhook_lock_stat_add_zone(ngx_conf_t *cf);
 static ngx_int_t ngx_http_webhook_lock_stat_init_zone(ngx_shm_zone_t *zone,
     void *data);
 static ngx_http_webhook_lock_stat_slot_t *ngx_http_webhook_lock_stat_slot(
@@ -132,6 +133,15 @@ static ngx_http_webhook_lock_shm_t  *ngx_http_webhook_lock_stat_shm;
 ngx_int_t
 ngx_http_webhook_lock_stat_zone(ngx_conf_t *cf)
 {
+    return ngx_http_webhook_lock_stat_add_zone(cf) ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the zone, added on first use, with what this configuration asks of it */
+
+static ngx_shm_zone_t *
+ngx_http_webhook_lock_stat_add_zone(ngx_conf_t *cf)
+{
     ngx_str_t                          name = ngx_string("webhook_lock");
     ngx_shm_zone_t                    *zone;
     ngx_http_webhook_lock_stat_ctx_t  *ctx;
@@ -141,30 +151,26 @@ ngx_http_webhook_lock_stat_zone(ngx_conf_t *cf)
                                            ngx_pagesize)
                                  + 2 * ngx_pagesize,
                                  &ngx_http_webhook_lock_module);
-    if (zone == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (zone->data) {
-        return NGX_OK;
+    if (zone == NULL || zone->data) {
+        return zone;
     }
 
     ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_webhook_lock_stat_ctx_t));
     if (ctx == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     if (ngx_array_init(&ctx->names, cf->pool, 8,
                        sizeof(ngx_http_webhook_lock_stat_name_t))
         != NGX_OK)
     {
-        return NGX_ERROR;
+        return NULL;
     }
 
     zone->init = ngx_http_webhook_lock_stat_init_zone;
     zone->data = ctx;
 
-    return NGX_OK;
+    return zone;
 }
 
 
@@ -177,17 +183,11 @@ ngx_int_t
 ngx_http_webhook_lock_stat_location(ngx_conf_t *cf, ngx_str_t *name,
     ngx_http_webhook_lock_stat_slot_t **slot)
 {
-    ngx_str_t                           zname = ngx_string("webhook_lock");
     ngx_shm_zone_t                     *zone;
     ngx_http_webhook_lock_stat_ctx_t   *ctx;
     ngx_http_webhook_lock_stat_name_t  *n;
 
-    if (ngx_http_webhook_lock_stat_zone(cf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    zone = ngx_shared_memory_add(cf, &zname, 0,
-                                 &ngx_http_webhook_lock_module);
+    zone = ngx_http_webhook_lock_stat_add_zone(cf);
     if (zone == NULL) {
         return NGX_ERROR;
     }
