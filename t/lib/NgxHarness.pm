@@ -161,7 +161,7 @@ method): the most requests of one key that were in the upstream at once
 
 C<< $h->fixture($file) >> (raw bytes), C<< $h->fixtures_expected >>
 (decoded C<expected.json>), C<< $h->fixture_dir >>: from
-C<WEBHOOK_FIXTURES> or C<REPO/../shared/fixtures/chatwoot>.
+C<WEBHOOK_FIXTURES> or C<REPO/t/fixtures/chatwoot>.
 
 =cut
 
@@ -1154,7 +1154,7 @@ sub DESTROY {
 # fixtures
 
 sub fixture_dir {
-    my $dir = $ENV{WEBHOOK_FIXTURES} // "$REPO/../shared/fixtures/chatwoot";
+    my $dir = $ENV{WEBHOOK_FIXTURES} // "$REPO/t/fixtures/chatwoot";
     return abs_path($dir) // $dir;
 }
 
