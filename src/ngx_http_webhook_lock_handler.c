@@ -60,6 +60,18 @@ ngx_http_webhook_lock_handler(ngx_http_request_t *r)
     ctx = ngx_http_webhook_lock_get_ctx(r);
 
     if (ctx) {
+        if (ctx->state == NGX_HTTP_WEBHOOK_LOCK_STATE_READING
+            && ctx->redirected)
+        {
+            /*
+             * nginx refused the body while reading it (413, 400, 500) and
+             * an error_page took over: the body handler will never run
+             */
+
+            ctx->state = NGX_HTTP_WEBHOOK_LOCK_STATE_DONE;
+            return NGX_DECLINED;
+        }
+
         if (ctx->state != NGX_HTTP_WEBHOOK_LOCK_STATE_DONE) {
             return NGX_AGAIN;
         }

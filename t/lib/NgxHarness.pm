@@ -96,7 +96,7 @@ C<headers> (hash or array ref of pairs; C<undef> value: do not send the
 default header), C<body>, C<chunked>, C<chunk_size> (1024), C<slow>
 (seconds before each body piece), C<abort_after> (seconds; close without
 reading), C<timeout> (10), C<port> (number or name), C<raw> (send these
-bytes as the whole request), C<version> (C<HTTP/1.1>). Defaults:
+bytes as the whole request; an array ref: these pieces, C<slow> apart), C<version> (C<HTTP/1.1>). Defaults:
 C<Host: localhost>, C<Connection: close>, C<Content-Type:
 application/json> with a body, C<Content-Length> or chunked framing.
 
@@ -697,8 +697,9 @@ sub request {
         return \%res;
     }
 
-    my @pieces = defined $opts{raw} ? ($opts{raw})
-                                    : _build_request($method, $uri, %opts);
+    my @pieces = ref $opts{raw} ? @{ $opts{raw} }
+               : defined $opts{raw} ? ($opts{raw})
+               : _build_request($method, $uri, %opts);
     my $head = shift @pieces;
 
     my $sent = _send($sock, $head, $deadline);
