@@ -245,6 +245,16 @@ ngx_http_webhook_lock_inspect(ngx_http_request_t *r,
         return;
     }
 
+    if (wlcf->rules.format == NGX_HTTP_WEBHOOK_LOCK_TELEGRAM
+        && ctx->payload.inbox.len == 0
+        && ngx_http_webhook_lock_telegram_inbox(r->pool, &r->uri,
+                                                &ctx->payload.inbox)
+           != NGX_OK)
+    {
+        ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return;
+    }
+
     rc = ngx_http_webhook_lock_keys(r, ctx);
 
     if (rc == NGX_ERROR) {
