@@ -31,10 +31,16 @@ CONF
 $h->start(<<"CONF");
 webhook_redis 127.0.0.1:%%PORT_REDIS%%;
 
+log_format inbox '\$status \$webhook_lock_status \$webhook_inbox';
+
 server {
     listen 127.0.0.1:%%PORT_NGINX%%;
 
-    location /telegram/ { webhook_lock telegram; $headers }
+    location /telegram/ {
+        webhook_lock telegram;
+        access_log %%TESTDIR%%/telegram.log inbox;
+        $headers
+    }
     location /line/ { webhook_lock line; $headers }
     location /sms/ { webhook_lock sms; $headers }
 
@@ -173,6 +179,27 @@ refuses($tg, { update_id => 1, callback_query => [ $user ] },
 
 my ($res) = send_body($tg, 'update_id=1', 'application/x-www-form-urlencoded');
 is($res->{status}, 415, 'telegram: a form body is 415');
+
+# $webhook_inbox hashes the token whatever the answer: 200, 400 or 415
+
+my @lines;
+my $deadline = time + 5;
+
+while (1) {
+    @lines = split /\n/, $h->read_file('telegram.log');
+    last if grep({ /^415 / } @lines) || time > $deadline;
+    select undef, undef, undef, 0.02;
+}
+
+for my $status (qw/200 400 415/) {
+    is_deeply([ map { (split / /)[2] } grep { /^$status / } @lines ],
+              [ ($tg_inbox) x grep({ /^$status / } @lines) ],
+              "telegram: \$webhook_inbox hashed in every $status line");
+    ok(scalar(grep { /^$status / } @lines), "telegram: $status logged");
+}
+
+is(scalar(grep { index($_, 'secret_bot_token') >= 0 } @lines), 0,
+   'telegram: the token in no log line');
 
 # the dedup mark names the hashed inbox too
 

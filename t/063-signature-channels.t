@@ -34,6 +34,8 @@ my %secret = (
 $h->start(<<"CONF");
 webhook_redis 127.0.0.1:%%PORT_REDIS%%;
 
+log_format inbox '\$status \$webhook_lock_status \$webhook_inbox';
+
 server {
     listen 127.0.0.1:%%PORT_NGINX%%;
     client_body_buffer_size 8k;
@@ -56,6 +58,7 @@ server {
     location /telegram/ {
         webhook_lock telegram;
         webhook_signature $secret{tg};
+        access_log %%TESTDIR%%/telegram.log inbox;
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
     }
 
@@ -164,6 +167,13 @@ denied($tg_uri, $tg, [ $H => substr($secret{tg}, 0, -1) ],
        'telegram token cut short');
 denied($tg_uri, $tg, [ $H => "$secret{tg}x" ], 'telegram token too long');
 denied($tg_uri, $tg, [ $H => uc $secret{tg} ], 'telegram token in upper case');
+
+# a refused request is logged by the token's hash too
+
+my @lines = grep { /^401 / } split /\n/, $h->read_file('telegram.log');
+ok(scalar @lines, 'telegram: the 401s are logged');
+is(scalar(grep { !m{ unsigned /telegram/sha256-[0-9a-f]{32}$} } @lines), 0,
+   'telegram: each with the hashed inbox, not the token');
 
 passes('/telegram-rotate/t', $tg, [ $H => $secret{new} ],
        'telegram rotation: the second secret');
