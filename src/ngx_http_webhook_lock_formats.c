@@ -76,14 +76,14 @@ static ngx_int_t ngx_http_webhook_lock_twilio(
     ngx_http_webhook_lock_extract_t *ex, ngx_http_webhook_lock_rules_t *rules,
     u_char *body, size_t len);
 static ngx_uint_t ngx_http_webhook_lock_twilio_message(ngx_array_t *fields);
+static ngx_int_t ngx_http_webhook_lock_twilio_inbox(
+    ngx_http_webhook_lock_extract_t *ex, ngx_array_t *fields);
 static ngx_int_t ngx_http_webhook_lock_telegram(
     ngx_http_webhook_lock_extract_t *ex, cJSON *root);
 static ngx_int_t ngx_http_webhook_lock_line(
     ngx_http_webhook_lock_extract_t *ex, cJSON *root);
 static ngx_int_t ngx_http_webhook_lock_sms(
     ngx_http_webhook_lock_extract_t *ex, cJSON *root);
-static ngx_int_t ngx_http_webhook_lock_twilio_inbox(
-    ngx_http_webhook_lock_extract_t *ex, ngx_array_t *fields);
 static ngx_int_t ngx_http_webhook_lock_fields(
     ngx_http_webhook_lock_extract_t *ex, ngx_array_t *fields,
     ngx_array_t *paths, ngx_uint_t role);
@@ -896,7 +896,7 @@ ngx_http_webhook_lock_telegram(ngx_http_webhook_lock_extract_t *ex,
         item = ngx_http_webhook_lock_get(item, "id");
 
         if (!ngx_http_webhook_lock_json_value(item, buf, &value)) {
-            /* a channel post or an anonymous admin: nobody to lock */
+            /* left out for messages sent to channels: nobody to lock */
             return NGX_OK;
         }
 
