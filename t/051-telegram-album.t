@@ -118,9 +118,11 @@ my @hd = map {
 } @album;
 
 my $deadline = time + 30;
-sleep 0.02 while waiting() < $n - 1 && time < $deadline;
+sleep 0.02 while ($gated->arrivals < 1 || waiting() < $n - 1)
+                 && time < $deadline;
 
-is(waiting(), $n - 1, 'through the gate: five updates wait at the edge');
+is($gated->arrivals, 1, 'through the gate: one update held in the app');
+is(waiting(), $n - 1, 'five updates wait at the edge');
 is(scalar @{ $gated->messages }, 0, 'and none is processed yet');
 
 open my $fh, '>', $release or die "$release: $!";
@@ -132,6 +134,8 @@ is(scalar(grep { ($_->{status} // 0) == 200 } @res), $n,
    'through the gate: every update answered 200');
 is_deeply($gated->conversations, { 23 => 1 },
           'through the gate: one conversation');
+
+is($gated->arrivals, $n, 'each went into the app');
 
 my $msgs = $gated->messages;
 is_deeply([ sort map { $_->{id} } @$msgs ],

@@ -14,6 +14,7 @@ package Chatwoot;
 # message past "find" until FILE exists (both bounded by 30 s).
 #   $app->conversations;   # { sender => number of conversations }
 #   $app->messages;        # [ { sender, id, conversation, start, end } ]
+#   $app->arrivals;        # messages past "find" (with barrier or hold)
 #   $app->stop;
 
 use strict;
@@ -152,9 +153,11 @@ sub _wait {
 
     my $deadline = time + 30;
 
+    $self->_append('arrivals', { pid => $$ })
+        if $self->{barrier} || $self->{hold};
+
     if ($self->{barrier}) {
-        $self->_append('arrivals', { pid => $$ });
-        sleep 0.01 while @{ $self->_read('arrivals') } < $self->{barrier}
+        sleep 0.01 while $self->arrivals < $self->{barrier}
                          && time < $deadline;
     }
 
@@ -198,6 +201,13 @@ sub _read {
     my @records = map { decode_json($_) } <$fh>;
     close $fh;
     return \@records;
+}
+
+# messages that got past "find" (with barrier or hold)
+sub arrivals {
+    my ($self) = @_;
+
+    return scalar @{ $self->_read('arrivals') };
 }
 
 sub conversations {
