@@ -7,6 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <cjson/cJSON.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "ngx_http_webhook_lock_formats.h"
@@ -1063,6 +1064,8 @@ ngx_http_webhook_lock_telegram_inbox(ngx_pool_t *pool, ngx_str_t *uri,
     n = p - uri->data;
 
     if (EVP_Digest(p, last - p, md, &len, EVP_sha256(), NULL) != 1) {
+        ngx_log_error(NGX_LOG_ALERT, pool->log, 0, "EVP_Digest() failed");
+        ERR_clear_error();
         return NGX_ERROR;
     }
 
