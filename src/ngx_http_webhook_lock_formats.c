@@ -7,6 +7,8 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <cjson/cJSON.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 
 #include "ngx_http_webhook_lock_formats.h"
 #include "ngx_http_webhook_lock_payload.h"
@@ -77,6 +79,12 @@ static ngx_int_t ngx_http_webhook_lock_twilio(
 static ngx_uint_t ngx_http_webhook_lock_twilio_message(ngx_array_t *fields);
 static ngx_int_t ngx_http_webhook_lock_twilio_inbox(
     ngx_http_webhook_lock_extract_t *ex, ngx_array_t *fields);
+static ngx_int_t ngx_http_webhook_lock_telegram(
+    ngx_http_webhook_lock_extract_t *ex, cJSON *root);
+static ngx_int_t ngx_http_webhook_lock_line(
+    ngx_http_webhook_lock_extract_t *ex, cJSON *root);
+static ngx_int_t ngx_http_webhook_lock_sms(
+    ngx_http_webhook_lock_extract_t *ex, cJSON *root);
 static ngx_int_t ngx_http_webhook_lock_fields(
     ngx_http_webhook_lock_extract_t *ex, ngx_array_t *fields,
     ngx_array_t *paths, ngx_uint_t role);
@@ -105,6 +113,9 @@ ngx_conf_enum_t  ngx_http_webhook_lock_formats[] = {
     { ngx_string("tiktok"), NGX_HTTP_WEBHOOK_LOCK_TIKTOK },
     { ngx_string("twilio"), NGX_HTTP_WEBHOOK_LOCK_TWILIO },
     { ngx_string("json"), NGX_HTTP_WEBHOOK_LOCK_JSON },
+    { ngx_string("telegram"), NGX_HTTP_WEBHOOK_LOCK_TELEGRAM },
+    { ngx_string("line"), NGX_HTTP_WEBHOOK_LOCK_LINE },
+    { ngx_string("sms"), NGX_HTTP_WEBHOOK_LOCK_SMS },
     { ngx_null_string, 0 }
 };
 
@@ -167,7 +178,16 @@ ngx_http_webhook_lock_extract(ngx_pool_t *pool,
         return detail->len ? NGX_DECLINED : NGX_ERROR;
     }
 
-    if (rules->format != NGX_HTTP_WEBHOOK_LOCK_JSON && !cJSON_IsObject(root)) {
+    if (rules->format == NGX_HTTP_WEBHOOK_LOCK_SMS) {
+
+        if (!cJSON_IsArray(root)) {
+            ngx_str_set(detail, "top-level value is not an array");
+            return NGX_DECLINED;
+        }
+
+    } else if (rules->format != NGX_HTTP_WEBHOOK_LOCK_JSON
+               && !cJSON_IsObject(root))
+    {
         ngx_str_set(detail, "top-level value is not an object");
         return NGX_DECLINED;
     }
@@ -192,6 +212,18 @@ ngx_http_webhook_lock_extract(ngx_pool_t *pool,
 
         case NGX_HTTP_WEBHOOK_LOCK_TIKTOK:
             rc = ngx_http_webhook_lock_tiktok(&ex, root);
+            break;
+
+        case NGX_HTTP_WEBHOOK_LOCK_TELEGRAM:
+            rc = ngx_http_webhook_lock_telegram(&ex, root);
+            break;
+
+        case NGX_HTTP_WEBHOOK_LOCK_LINE:
+            rc = ngx_http_webhook_lock_line(&ex, root);
+            break;
+
+        case NGX_HTTP_WEBHOOK_LOCK_SMS:
+            rc = ngx_http_webhook_lock_sms(&ex, root);
             break;
 
         default: /* NGX_HTTP_WEBHOOK_LOCK_JSON: nothing but the paths */
@@ -822,6 +854,233 @@ ngx_http_webhook_lock_twilio_inbox(ngx_http_webhook_lock_extract_t *ex,
     inbox.len = p - buf;
 
     return ngx_http_webhook_lock_add(ex, NGX_HTTP_WEBHOOK_LOCK_INBOX, &inbox);
+}
+
+
+/*
+ * Telegram: one update per body, and its kind is the one field besides
+ * "update_id".  A callback query is a button the user pressed: its "from"
+ * is the user, while its "message" is the bot's own.  update_id is the
+ * id: unique per bot, where message_id is unique only per chat.
+ */
+
+static ngx_int_t
+ngx_http_webhook_lock_telegram(ngx_http_webhook_lock_extract_t *ex,
+    cJSON *root)
+{
+    cJSON       *update, *item;
+    u_char       buf[NGX_HTTP_WEBHOOK_LOCK_NUMBER_LEN];
+    ngx_int_t    rc;
+    ngx_str_t    value;
+    ngx_uint_t   i;
+
+    static char  *kinds[] = {
+        "callback_query", "message", "edited_message", "business_message",
+        "edited_business_message"
+    };
+
+    for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+
+        update = ngx_http_webhook_lock_get(root, kinds[i]);
+
+        if (update == NULL || cJSON_IsNull(update)) {
+            continue;
+        }
+
+        if (!cJSON_IsObject(update)) {
+            return ngx_http_webhook_lock_detail(ex->pool, ex->detail,
+                                                "%s is not an object",
+                                                kinds[i]);
+        }
+
+        item = ngx_http_webhook_lock_get(update, "from");
+        item = ngx_http_webhook_lock_get(item, "id");
+
+        if (!ngx_http_webhook_lock_json_value(item, buf, &value)) {
+            /* left out for messages sent to channels: nobody to lock */
+            return NGX_OK;
+        }
+
+        rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_SENDER,
+                                       item);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        item = ngx_http_webhook_lock_get(root, "update_id");
+
+        return ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_ID, item);
+    }
+
+    /* my_chat_member, chat_member, poll, message_reaction, and the like */
+
+    return NGX_OK;
+}
+
+
+/*
+ * LINE: every "message" event of events[*] is a user's message; follow,
+ * unfollow, postback and the rest are not.  webhookEventId stays the same
+ * when LINE redelivers an event, message.id is the older fallback.
+ */
+
+static ngx_int_t
+ngx_http_webhook_lock_line(ngx_http_webhook_lock_extract_t *ex, cJSON *root)
+{
+    cJSON       *events, *ev, *type, *msg, *item;
+    u_char       buf[NGX_HTTP_WEBHOOK_LOCK_NUMBER_LEN];
+    ngx_int_t    rc;
+    ngx_str_t    value;
+
+    item = ngx_http_webhook_lock_get(root, "destination");
+
+    rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_INBOX, item);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_webhook_lock_array(ex, root, "events", &events);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    cJSON_ArrayForEach(ev, events) {
+
+        type = ngx_http_webhook_lock_get(ev, "type");
+
+        if (type != NULL && !cJSON_IsNull(type) && !cJSON_IsString(type)) {
+            ngx_str_set(ex->detail, "event type is not a string");
+            return NGX_DECLINED;
+        }
+
+        if (!cJSON_IsString(type)
+            || ngx_strcmp(type->valuestring, "message") != 0)
+        {
+            continue;
+        }
+
+        item = ngx_http_webhook_lock_get(ev, "source");
+        item = ngx_http_webhook_lock_get(item, "userId");
+
+        rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_SENDER,
+                                       item);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        item = ngx_http_webhook_lock_get(ev, "webhookEventId");
+
+        if (!ngx_http_webhook_lock_json_value(item, buf, &value)) {
+            msg = ngx_http_webhook_lock_get(ev, "message");
+            item = ngx_http_webhook_lock_get(msg, "id");
+        }
+
+        rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_ID, item);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Bandwidth: an array of events, of which Chatwoot processes the first.
+ * Only "message-received" is a message; "message-delivered" and
+ * "message-failed" are status callbacks.
+ */
+
+static ngx_int_t
+ngx_http_webhook_lock_sms(ngx_http_webhook_lock_extract_t *ex, cJSON *root)
+{
+    cJSON      *ev, *type, *msg, *item;
+    ngx_int_t   rc;
+
+    cJSON_ArrayForEach(ev, root) {
+        if (!cJSON_IsObject(ev)) {
+            ngx_str_set(ex->detail, "event is not an object");
+            return NGX_DECLINED;
+        }
+    }
+
+    ev = root->child;
+
+    if (ev == NULL) {
+        return NGX_OK;
+    }
+
+    type = ngx_http_webhook_lock_get(ev, "type");
+
+    if (type != NULL && !cJSON_IsNull(type) && !cJSON_IsString(type)) {
+        ngx_str_set(ex->detail, "event type is not a string");
+        return NGX_DECLINED;
+    }
+
+    if (!cJSON_IsString(type)
+        || ngx_strcmp(type->valuestring, "message-received") != 0)
+    {
+        return NGX_OK;
+    }
+
+    msg = ngx_http_webhook_lock_get(ev, "message");
+
+    item = ngx_http_webhook_lock_get(msg, "from");
+
+    rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_SENDER, item);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    item = ngx_http_webhook_lock_get(ev, "to");
+
+    rc = ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_INBOX, item);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    item = ngx_http_webhook_lock_get(msg, "id");
+
+    return ngx_http_webhook_lock_own(ex, NGX_HTTP_WEBHOOK_LOCK_ID, item);
+}
+
+
+ngx_int_t
+ngx_http_webhook_lock_telegram_inbox(ngx_pool_t *pool, ngx_str_t *uri,
+    ngx_str_t *inbox)
+{
+    u_char        *p, *last, md[EVP_MAX_MD_SIZE];
+    size_t         n;
+    unsigned int   len;
+
+    static u_char  prefix[] = "sha256-";
+
+    last = uri->data + uri->len;
+
+    for (p = last; p > uri->data && p[-1] != '/'; p--) {
+        /* void */
+    }
+
+    n = p - uri->data;
+
+    if (EVP_Digest(p, last - p, md, &len, EVP_sha256(), NULL) != 1) {
+        ngx_log_error(NGX_LOG_ALERT, pool->log, 0, "EVP_Digest() failed");
+        ERR_clear_error();
+        return NGX_ERROR;
+    }
+
+    inbox->data = ngx_pnalloc(pool, n + sizeof(prefix) - 1 + 32);
+    if (inbox->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(inbox->data, uri->data, n);
+    p = ngx_cpymem(p, prefix, sizeof(prefix) - 1);
+    p = ngx_hex_dump(p, md, 16);
+
+    inbox->len = p - inbox->data;
+
+    return NGX_OK;
 }
 
 

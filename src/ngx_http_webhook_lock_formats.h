@@ -19,6 +19,9 @@
 #define NGX_HTTP_WEBHOOK_LOCK_TIKTOK     4
 #define NGX_HTTP_WEBHOOK_LOCK_TWILIO     5
 #define NGX_HTTP_WEBHOOK_LOCK_JSON       6
+#define NGX_HTTP_WEBHOOK_LOCK_TELEGRAM   7
+#define NGX_HTTP_WEBHOOK_LOCK_LINE       8
+#define NGX_HTTP_WEBHOOK_LOCK_SMS        9
 
 /* longest sender, inbox or message id accepted from a body */
 #define NGX_HTTP_WEBHOOK_LOCK_VALUE_MAX  256
@@ -62,6 +65,15 @@ ngx_int_t ngx_http_webhook_lock_extract(ngx_pool_t *pool,
 
 /* 1 for formats posted as application/x-www-form-urlencoded */
 ngx_uint_t ngx_http_webhook_lock_format_is_form(ngx_uint_t format);
+
+/*
+ * The inbox of a Telegram body, which names none: the URI with its last
+ * segment, the bot token, replaced by "sha256-" and the first 128 bits
+ * of that segment's SHA-256 in hex, so that the token goes into no key
+ * and no log line.  Allocated from "pool".
+ */
+ngx_int_t ngx_http_webhook_lock_telegram_inbox(ngx_pool_t *pool,
+    ngx_str_t *uri, ngx_str_t *inbox);
 
 
 #endif /* _NGX_HTTP_WEBHOOK_LOCK_FORMATS_H_INCLUDED_ */

@@ -114,6 +114,18 @@ ngx_http_webhook_lock_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_webhook_lock_module);
 
+    /* the bot token in a Telegram URI is hashed before anything logs it */
+
+    if (wlcf->rules.format == NGX_HTTP_WEBHOOK_LOCK_TELEGRAM
+        && ngx_http_webhook_lock_telegram_inbox(r->pool, &r->uri,
+                                                &ctx->payload.inbox)
+           != NGX_OK)
+    {
+        ctx->state = NGX_HTTP_WEBHOOK_LOCK_STATE_DONE;
+        ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return ngx_http_webhook_lock_respond(r, ctx);
+    }
+
     if (ngx_http_webhook_lock_content_type(r, wlcf->rules.format) != NGX_OK) {
         ctx->state = NGX_HTTP_WEBHOOK_LOCK_STATE_DONE;
         ctx->status = NGX_HTTP_WEBHOOK_LOCK_INVALID;
@@ -204,7 +216,7 @@ ngx_http_webhook_lock_inspect(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx)
 {
     ngx_int_t                          rc;
-    ngx_str_t                          body, detail;
+    ngx_str_t                          body, detail, inbox;
     ngx_http_webhook_lock_loc_conf_t  *wlcf;
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
@@ -239,8 +251,15 @@ ngx_http_webhook_lock_inspect(ngx_http_request_t *r,
 
     ngx_str_null(&detail);
 
+    inbox = ctx->payload.inbox;
+
     rc = ngx_http_webhook_lock_extract(r->pool, &wlcf->rules, body.data,
                                        body.len, &ctx->payload, &detail);
+
+    if (ctx->payload.inbox.len == 0) {
+        /* the body names none: Telegram's hashed URI, if any */
+        ctx->payload.inbox = inbox;
+    }
 
     if (rc == NGX_ERROR) {
         ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -516,6 +516,14 @@ ngx_http_webhook_lock_merge_signature(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
+    if (conf->signature && conf->rules.format == NGX_HTTP_WEBHOOK_LOCK_SMS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"webhook_lock sms\" has no signature scheme: "
+                           "Bandwidth authenticates with HTTP basic "
+                           "authentication, use \"auth_basic\"");
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 

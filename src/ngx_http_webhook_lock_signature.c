@@ -34,6 +34,10 @@ static ngx_int_t ngx_http_webhook_lock_signature_tiktok(
 static ngx_int_t ngx_http_webhook_lock_signature_twilio(
     ngx_http_request_t *r, ngx_array_t *secrets,
     ngx_http_complex_value_t *url, ngx_str_t *body);
+static ngx_int_t ngx_http_webhook_lock_signature_line(ngx_http_request_t *r,
+    ngx_array_t *secrets, ngx_str_t *body);
+static ngx_int_t ngx_http_webhook_lock_signature_telegram(
+    ngx_http_request_t *r, ngx_array_t *secrets);
 static int ngx_libc_cdecl ngx_http_webhook_lock_signature_cmp(
     const void *one, const void *two);
 static ngx_table_elt_t *ngx_http_webhook_lock_signature_header(
@@ -43,6 +47,8 @@ static ngx_int_t ngx_http_webhook_lock_signature_hex(ngx_str_t *hex,
 static ngx_int_t ngx_http_webhook_lock_signature_verify(
     ngx_http_request_t *r, ngx_array_t *secrets, const EVP_MD *md,
     ngx_str_t *parts, ngx_uint_t nparts, u_char *sig, size_t len);
+static ngx_int_t ngx_http_webhook_lock_signature_secret(
+    ngx_http_request_t *r, ngx_http_complex_value_t *cv, ngx_str_t *secret);
 static ngx_int_t ngx_http_webhook_lock_signature_hmac(ngx_log_t *log,
     const EVP_MD *md, ngx_str_t *key, ngx_str_t *parts, ngx_uint_t nparts,
     u_char *mac);
@@ -67,6 +73,12 @@ ngx_http_webhook_lock_signature_check(ngx_http_request_t *r,
 
     case NGX_HTTP_WEBHOOK_LOCK_TWILIO:
         return ngx_http_webhook_lock_signature_twilio(r, secrets, url, body);
+
+    case NGX_HTTP_WEBHOOK_LOCK_LINE:
+        return ngx_http_webhook_lock_signature_line(r, secrets, body);
+
+    case NGX_HTTP_WEBHOOK_LOCK_TELEGRAM:
+        return ngx_http_webhook_lock_signature_telegram(r, secrets);
 
     default:
         /* the configuration refuses a signature for other formats */
@@ -359,6 +371,128 @@ ngx_http_webhook_lock_signature_twilio(ngx_http_request_t *r,
 }
 
 
+/* "X-Line-Signature: <base64>" of an HMAC-SHA256 over the raw body */
+
+static ngx_int_t
+ngx_http_webhook_lock_signature_line(ngx_http_request_t *r,
+    ngx_array_t *secrets, ngx_str_t *body)
+{
+    u_char            sig[NGX_HTTP_WEBHOOK_LOCK_SHA256_LEN + 2];
+    ngx_int_t         rc;
+    ngx_str_t         name, decoded;
+    ngx_table_elt_t  *h;
+
+    ngx_str_set(&name, "X-Line-Signature");
+
+    h = ngx_http_webhook_lock_signature_header(r, &name);
+    if (h == NULL) {
+        return ngx_http_webhook_lock_signature_fail(r, &name, "missing");
+    }
+
+    /* padded base64 of 32 bytes, nothing more */
+
+    decoded.data = sig;
+
+    if (h->value.len
+        != ngx_base64_encoded_length(NGX_HTTP_WEBHOOK_LOCK_SHA256_LEN)
+        || ngx_decode_base64(&decoded, &h->value) != NGX_OK
+        || decoded.len != NGX_HTTP_WEBHOOK_LOCK_SHA256_LEN)
+    {
+        return ngx_http_webhook_lock_signature_fail(r, &name, "malformed");
+    }
+
+    rc = ngx_http_webhook_lock_signature_verify(r, secrets, EVP_sha256(),
+                                                body, 1, sig, decoded.len);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_webhook_lock_signature_fail(r, &name,
+                                                    "does not verify");
+    }
+
+    return rc;
+}
+
+
+/*
+ * "X-Telegram-Bot-Api-Secret-Token": the secret itself, as given to
+ * setWebhook.  The SHA-256 digests of both are compared, so that the
+ * comparison takes the same time whatever their lengths.
+ */
+
+static ngx_int_t
+ngx_http_webhook_lock_signature_telegram(ngx_http_request_t *r,
+    ngx_array_t *secrets)
+{
+    u_char                     want[EVP_MAX_MD_SIZE], got[EVP_MAX_MD_SIZE];
+    ngx_int_t                  rc;
+    ngx_str_t                  name, secret;
+    ngx_uint_t                 i, tried;
+    unsigned int               len;
+    ngx_table_elt_t           *h;
+    ngx_http_complex_value_t  *cv;
+
+    ngx_str_set(&name, "X-Telegram-Bot-Api-Secret-Token");
+
+    h = ngx_http_webhook_lock_signature_header(r, &name);
+    if (h == NULL || h->value.len == 0) {
+        return ngx_http_webhook_lock_signature_fail(r, &name, "missing");
+    }
+
+    if (EVP_Digest(h->value.data, h->value.len, got, &len, EVP_sha256(), NULL)
+        != 1)
+    {
+        goto failed;
+    }
+
+    cv = secrets->elts;
+    tried = 0;
+
+    for (i = 0; i < secrets->nelts; i++) {
+
+        rc = ngx_http_webhook_lock_signature_secret(r, &cv[i], &secret);
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (secret.len == 0) {
+            continue;
+        }
+
+        tried++;
+
+        if (EVP_Digest(secret.data, secret.len, want, &len, EVP_sha256(),
+                       NULL)
+            != 1)
+        {
+            goto failed;
+        }
+
+        if (CRYPTO_memcmp(want, got, NGX_HTTP_WEBHOOK_LOCK_SHA256_LEN) == 0) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "webhook signature verified by secret #%ui",
+                           i + 1);
+            return NGX_OK;
+        }
+    }
+
+    if (tried == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "webhook signature secrets are all empty");
+        return NGX_ERROR;
+    }
+
+    return ngx_http_webhook_lock_signature_fail(r, &name, "does not verify");
+
+failed:
+
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "webhook signature digest failed");
+    ERR_clear_error();
+
+    return NGX_ERROR;
+}
+
+
 /* by name, then by value; bytewise, as the helper libraries sort */
 
 static int ngx_libc_cdecl
@@ -450,7 +584,7 @@ ngx_http_webhook_lock_signature_verify(ngx_http_request_t *r,
     u_char                     mac[EVP_MAX_MD_SIZE];
     ngx_int_t                  rc;
     ngx_str_t                  secret;
-    ngx_uint_t                 i, level, tried;
+    ngx_uint_t                 i, tried;
     ngx_connection_t          *c;
     ngx_http_complex_value_t  *cv;
 
@@ -460,18 +594,7 @@ ngx_http_webhook_lock_signature_verify(ngx_http_request_t *r,
 
     for (i = 0; i < secrets->nelts; i++) {
 
-        /*
-         * The script engine and map print the values they produce at
-         * debug level: no debug line while a secret is evaluated.
-         */
-
-        level = c->log->log_level;
-        c->log->log_level &= ~NGX_LOG_DEBUG_ALL;
-
-        rc = ngx_http_complex_value(r, &cv[i], &secret);
-
-        c->log->log_level = level;
-
+        rc = ngx_http_webhook_lock_signature_secret(r, &cv[i], &secret);
         if (rc != NGX_OK) {
             return NGX_ERROR;
         }
@@ -504,6 +627,32 @@ ngx_http_webhook_lock_signature_verify(ngx_http_request_t *r,
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * The script engine and map print the values they produce at debug
+ * level: no debug line while a secret is evaluated.
+ */
+
+static ngx_int_t
+ngx_http_webhook_lock_signature_secret(ngx_http_request_t *r,
+    ngx_http_complex_value_t *cv, ngx_str_t *secret)
+{
+    ngx_int_t    rc;
+    ngx_uint_t   level;
+    ngx_log_t   *log;
+
+    log = r->connection->log;
+
+    level = log->log_level;
+    log->log_level &= ~NGX_LOG_DEBUG_ALL;
+
+    rc = ngx_http_complex_value(r, cv, secret);
+
+    log->log_level = level;
+
+    return rc;
 }
 
 

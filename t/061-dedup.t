@@ -14,6 +14,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use Encode qw/decode_utf8/;
+use Digest::SHA qw/sha256_hex/;
 use IO::Select;
 use IO::Socket::INET;
 use JSON::PP;
@@ -27,7 +28,9 @@ my $expected = $h->fixtures_expected;
 
 my $fixtures = '';
 
-for my $format (qw/whatsapp instagram messenger tiktok twilio/) {
+for my $format (qw/whatsapp instagram messenger tiktok twilio telegram line
+                    sms/)
+{
     $fixtures .= <<"CONF";
     location /$format/ {
         webhook_lock $format;
@@ -464,6 +467,10 @@ for my $file (sort keys %$expected) {
     my $uri = "/$e->{format}/12345678911";
     my $inbox = $e->{inbox} // $uri;
     my $body = $h->fixture($file);
+
+    # Telegram's URI ends with the bot token, which the inbox hashes
+    $inbox =~ s{([^/]*)$}{'sha256-' . substr(sha256_hex($1), 0, 32)}e
+        if $e->{format} eq 'telegram';
     my %opts = (port => 'fixtures', body => $body,
                 headers => { 'Content-Type' => $form
                              ? 'application/x-www-form-urlencoded'

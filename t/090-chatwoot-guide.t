@@ -12,15 +12,18 @@
 #   listen 80                        127.0.0.1:%%PORT_NGINX%%
 #   listen 127.0.0.1:9145            127.0.0.1:%%PORT_STATUS%%
 #   /var/log/nginx/                  the test directory
+#   /etc/nginx/bandwidth.htpasswd    a file in it, with a test user
 #
 # and, only when nginx -t refuses webhook_lock_wait (a build from before
 # waiting at the edge), without its webhook_lock_wait and
 # webhook_lock_queue lines, the 503 answers being checked instead of the
 # waits.  Each route then gets a real webhook from Chatwoot's test suite,
-# signed with the secrets the guide writes: forwarded byte-identical with
-# X-Webhook-Lock: acquired, redelivered as a duplicate, refused 401 with a
-# wrong signature; Meta's GET handshakes pass untouched; the status
-# server answers.
+# signed with the secrets the guide writes (Bandwidth's with basic auth,
+# Telegram's with none, as Chatwoot registers it): forwarded
+# byte-identical with X-Webhook-Lock: acquired, redelivered as a
+# duplicate, refused 401 with a wrong signature or no credentials; no
+# Telegram bot token in a log or a key; Meta's GET handshakes pass
+# untouched; the status server answers.
 
 use strict;
 use warnings;
@@ -28,7 +31,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Digest::SHA qw(hmac_sha1 hmac_sha256_hex);
+use Digest::SHA qw(hmac_sha1 hmac_sha256 hmac_sha256_hex sha256_hex);
 use MIME::Base64 qw(encode_base64);
 use Time::HiRes qw/time sleep/;
 use NgxHarness;
@@ -103,6 +106,8 @@ my %subst = (
     status   => [ qr/(listen\s+)127\.0\.0\.1:9145(?=\s*;)/,
                   '127.0.0.1:%%PORT_STATUS%%' ],
     logs     => [ qr{()/var/log/nginx/}, '%%TESTDIR%%/' ],
+    htpasswd => [ qr{()/etc/nginx/bandwidth\.htpasswd},
+                  '%%TESTDIR%%/bandwidth.htpasswd' ],
 );
 
 my %matched;
@@ -267,6 +272,19 @@ sub twilio_signer {
     };
 }
 
+sub line {
+    my ($body, $secret) = @_;
+    return [ 'X-Line-Signature'
+             => encode_base64(hmac_sha256($body, $secret), '') ];
+}
+
+# Bandwidth's callback credentials, for the guide's auth_basic
+
+$h->write_file('bandwidth.htpasswd', "bandwidth:{PLAIN}cb-password\n");
+
+my $BASIC = 'Basic ' . encode_base64('bandwidth:cb-password', '');
+my $tg_token = '123456789:AAE-guide-bot-token';
+
 my $expected = $h->fixtures_expected;
 
 my $d360 = location_of('whatsapp', 0);
@@ -294,6 +312,14 @@ my @routes = (
       sign => twilio_signer(directive($twilio, 'webhook_signature_url'),
                             $twilio_uri),
       fixture => 'twilio-sms-new-conversation.form.txt' },
+    { name => 'telegram', uri => "/webhooks/telegram/$tg_token",
+      loc => location_of('telegram'), fixture => 'telegram-text.json' },
+    { name => 'line', uri => '/webhooks/line/1657000000',
+      loc => location_of('line'), sign => \&line,
+      fixture => 'line-text.json' },
+    { name => 'sms', uri => '/webhooks/sms/+12345678911',
+      loc => location_of('sms'), headers => [ Authorization => $BASIC ],
+      fixture => 'bandwidth_sms-body-message-received.json' },
 );
 
 for my $r (@routes) {
@@ -305,6 +331,12 @@ for my $r (@routes) {
     $r->{body} =~ s/\s+\z// if $r->{form};      # as Twilio sends it
     $r->{secrets} = [ $r->{sign} ? secrets($r->{loc}) : () ];
 }
+
+# the telegram inbox: the URI with the bot token hashed
+
+my ($tg) = grep { $_->{name} eq 'telegram' } @routes;
+$tg->{inbox} = '/webhooks/telegram/sha256-'
+               . substr(sha256_hex($tg_token), 0, 32);
 
 # leftovers of an earlier run in a Redis of TEST_NGINX_REDIS_PORT
 
@@ -333,6 +365,7 @@ sub post {
                                                 : 'application/json');
 
     push @headers, @{ $r->{sign}->($body, $secret) } if $r->{sign};
+    push @headers, @{ $r->{headers} || [] } unless $o{anonymous};
     push @headers, @{ $o{headers} || [] };
 
     return $h->request(POST => $r->{uri}, body => $body,
@@ -401,6 +434,12 @@ for my $r (@routes) {
         }
 
         is(scalar($up->requests), 1, "$n: nothing more reached the app");
+    }
+
+    if ($r->{headers}) {
+        $res = post($r, anonymous => 1);
+        is($res->{status}, 401, "$n: without credentials refused");
+        is(scalar($up->requests), 1, "$n: and not in the app");
     }
 }
 
@@ -544,6 +583,14 @@ my $line = '"POST /bot HTTP/1.1" 200 lock=acquired senders=3383290475046708 ';
 ok(scalar(grep { index($_, $line) >= 0 } @log),
    'webhooks.log: what the gate did');
 is(scalar(grep { /"GET / } @log), 0, 'webhooks.log: gated requests only');
+ok(scalar(grep { index($_, "\"POST $tg->{inbox}\" 200 lock=acquired") >= 0 }
+          @log), 'webhooks.log: telegram by its hashed inbox');
+is(scalar(grep { index($_, $tg_token) >= 0 } @log), 0,
+   'webhooks.log: no bot token');
+is(index($h->read_file('access.log'), $tg_token), -1,
+   'access.log: no bot token');
+ok(!grep({ index($_, $tg_token) >= 0 } @{ $redis->cmd('KEYS', '*') }),
+   'Redis: no bot token in a key');
 
 ok(poll(sub { !grep { !/^webhook:dedup:/ } @{ $redis->cmd('KEYS',
                                                           'webhook:*') } },

@@ -6,12 +6,12 @@
 
 /*
  * ngx_http_webhook_lock_extract() for every format: "FO" then the body.
- * F picks the format (F % 6: whatsapp, instagram, messenger, tiktok,
- * twilio, json); O's bits 0-2 give the body webhook_sender,
- * webhook_message_id and webhook_inbox paths (json always has senders).
- * Checks what the handler relies on: a detail with every 400, values
- * within their limits, distinct and without control characters, the body
- * left as it came.
+ * F picks the format (F % 9: whatsapp, instagram, messenger, tiktok,
+ * twilio, json, telegram, line, sms); O's bits 0-2 give the body
+ * webhook_sender, webhook_message_id and webhook_inbox paths (json always
+ * has senders).  Checks what the handler relies on: a detail with every
+ * 400, values within their limits, distinct and without control
+ * characters, the body left as it came.
  */
 
 
@@ -27,6 +27,8 @@
 static ngx_array_t *fuzz_extract_paths(ngx_conf_t *cf, char **texts);
 static void fuzz_extract_check(ngx_array_t *a, ngx_uint_t max);
 static void fuzz_extract_printable(ngx_str_t *s);
+static void fuzz_extract_telegram(ngx_pool_t *pool, u_char *body,
+    size_t len);
 
 
 static char  *fuzz_extract_senders[] = {
@@ -83,7 +85,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    rules.format = NGX_HTTP_WEBHOOK_LOCK_WHATSAPP + data[0] % 6;
+    rules.format = NGX_HTTP_WEBHOOK_LOCK_WHATSAPP + data[0] % 9;
     rules.senders = (data[1] & 1) ? fuzz_extract_rules[0] : NULL;
     rules.message_ids = (data[1] & 2) ? fuzz_extract_rules[1] : NULL;
     rules.inboxes = (data[1] & 4) ? fuzz_extract_rules[2] : NULL;
@@ -101,6 +103,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_memcpy(body, data + 2, len);
 
     rc = ngx_http_webhook_lock_extract(pool, &rules, body, len, &pl, &detail);
+
+    if (rules.format == NGX_HTTP_WEBHOOK_LOCK_TELEGRAM) {
+        fuzz_extract_telegram(pool, body, len);
+    }
 
     ngx_shim_assert(rc == NGX_OK || rc == NGX_DECLINED);
     ngx_shim_assert(ngx_memcmp(body, data + 2, len) == 0);
@@ -187,4 +193,27 @@ fuzz_extract_printable(ngx_str_t *s)
     for (i = 0; i < s->len; i++) {
         ngx_shim_assert(s->data[i] >= 0x20 && s->data[i] != 0x7f);
     }
+}
+
+
+/* the body as a URI: its last segment, whatever it is, hashed away */
+
+static void
+fuzz_extract_telegram(ngx_pool_t *pool, u_char *body, size_t len)
+{
+    size_t      n;
+    ngx_str_t   uri, inbox;
+
+    uri.data = body;
+    uri.len = len;
+
+    for (n = len; n > 0 && body[n - 1] != '/'; n--) {
+        /* void */
+    }
+
+    ngx_shim_assert(ngx_http_webhook_lock_telegram_inbox(pool, &uri, &inbox)
+                    == NGX_OK);
+    ngx_shim_assert(inbox.len == n + sizeof("sha256-") - 1 + 32);
+    ngx_shim_assert(ngx_memcmp(inbox.data, body, n) == 0);
+    ngx_shim_assert(ngx_memcmp(inbox.data + n, "sha256-", 7) == 0);
 }

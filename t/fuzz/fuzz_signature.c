@@ -6,8 +6,8 @@
 
 /*
  * The signature headers and their checks: "F" "HEADER VALUE" "\n" "BODY".
- * F % 128 % 5 picks the format (whatsapp, instagram, messenger, tiktok,
- * twilio) and with it the header (bit 7, for messenger: the SHA-1
+ * F % 128 % 7 picks the format (whatsapp, instagram, messenger, tiktok,
+ * twilio, telegram, line) and with it the header (bit 7, for messenger: the SHA-1
  * "X-Hub-Signature"); the value and the body are the fuzzer's.  Secrets
  * are fixed, so the seeds carry the few inputs that verify.  The file
  * under test is included, for its static parsers and an HTTP request of
@@ -29,7 +29,20 @@ static ngx_str_t  fuzz_signature_headers[] = {
     ngx_string("X-Hub-Signature-256"),
     ngx_string("X-Hub-Signature-256"),
     ngx_string("Tiktok-Signature"),
-    ngx_string("X-Twilio-Signature")
+    ngx_string("X-Twilio-Signature"),
+    ngx_string("X-Telegram-Bot-Api-Secret-Token"),
+    ngx_string("X-Line-Signature")
+};
+
+
+static ngx_uint_t  fuzz_signature_formats[] = {
+    NGX_HTTP_WEBHOOK_LOCK_WHATSAPP,
+    NGX_HTTP_WEBHOOK_LOCK_INSTAGRAM,
+    NGX_HTTP_WEBHOOK_LOCK_MESSENGER,
+    NGX_HTTP_WEBHOOK_LOCK_TIKTOK,
+    NGX_HTTP_WEBHOOK_LOCK_TWILIO,
+    NGX_HTTP_WEBHOOK_LOCK_TELEGRAM,
+    NGX_HTTP_WEBHOOK_LOCK_LINE
 };
 
 
@@ -68,8 +81,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    i = (data[0] & 0x7f) % 5;
-    format = NGX_HTTP_WEBHOOK_LOCK_WHATSAPP + i;
+    i = (data[0] & 0x7f) % 7;
+    format = fuzz_signature_formats[i];
 
     pool = ngx_create_pool(1024, &ngx_shim_log);
 

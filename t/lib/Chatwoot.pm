@@ -7,8 +7,14 @@ package Chatwoot;
 # conversations, which is the bug the gate exists to prevent.
 #
 #   my $app = Chatwoot->start(port => $port, dir => $dir, window => 0.15);
+#
+# It reads WhatsApp Cloud API bodies and Telegram updates.  Two options
+# make the race certain rather than likely: "barrier => N" lets no message
+# past "find" until N messages have got there, and "hold => FILE" lets no
+# message past "find" until FILE exists (both bounded by 30 s).
 #   $app->conversations;   # { sender => number of conversations }
 #   $app->messages;        # [ { sender, id, conversation, start, end } ]
+#   $app->arrivals;        # messages past "find" (with barrier or hold)
 #   $app->stop;
 
 use strict;
@@ -27,6 +33,8 @@ sub start {
         port   => $opts{port},
         dir    => $opts{dir},
         window => $opts{window} // 0.15,
+        barrier => $opts{barrier},
+        hold   => $opts{hold},
     }, $class;
 
     my $listen = IO::Socket::INET->new(
@@ -105,12 +113,15 @@ sub _ingest {
         }
     }
 
+    push @messages, _telegram($json) if exists $json->{update_id};
+
     my @done;
 
     for my $m (@messages) {
         my $sender = $m->{from};
 
         my $found = $self->_find($sender);
+        $self->_wait;
         sleep $self->{window};
         my $conversation = $found // $self->_create($sender);
 
@@ -122,6 +133,37 @@ sub _ingest {
     }
 
     return { ok => JSON::PP::true, conversations => \@done };
+}
+
+# the sender of an update, as Telegram::ParamHelpers sees it
+sub _telegram {
+    my ($json) = @_;
+
+    for my $kind (qw/callback_query message edited_message business_message
+                     edited_business_message/) {
+        my $from = $json->{$kind} && $json->{$kind}{from} or next;
+        return { from => $from->{id}, id => $json->{update_id} };
+    }
+
+    return ();
+}
+
+sub _wait {
+    my ($self) = @_;
+
+    my $deadline = time + 30;
+
+    $self->_append('arrivals', { pid => $$ })
+        if $self->{barrier} || $self->{hold};
+
+    if ($self->{barrier}) {
+        sleep 0.01 while $self->arrivals < $self->{barrier}
+                         && time < $deadline;
+    }
+
+    if ($self->{hold}) {
+        sleep 0.01 while !-e $self->{hold} && time < $deadline;
+    }
 }
 
 sub _find {
@@ -159,6 +201,13 @@ sub _read {
     my @records = map { decode_json($_) } <$fh>;
     close $fh;
     return \@records;
+}
+
+# messages that got past "find" (with barrier or hold)
+sub arrivals {
+    my ($self) = @_;
+
+    return scalar @{ $self->_read('arrivals') };
 }
 
 sub conversations {
