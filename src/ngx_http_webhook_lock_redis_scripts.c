@@ -144,28 +144,39 @@ static const char  ngx_http_webhook_lock_settle_lua[] =
 
 /*
  * Locations that wait use the queue script instead, for all three: each
- * lock key has a list "<key>:q" of entries "<token> <deadline> <ttl>
- * <keys it takes> <channel>", in arrival order.  A request takes its keys
- * only when each is free and nobody is queued before it; else it queues
- * at the tail of every queue at once, so any two requests keep one order
- * in all the queues they share, and the first of them can always go on:
- * no deadlock.  A release hands the key to the first live entry: taking
- * one key alone, the key becomes its lock at once, valid after the rest
- * of the hold, and "T <token> <ms>" tells its worker; else (several
- * keys, or dedup marks to check) "W <token> <ms>" wakes it to take them
- * itself.  An entry past its deadline, or whose worker's channel has no
- * subscriber (PUBLISH says 0), is skipped.  Dedup marks are checked and
- * set when the request takes its keys, settled when it releases them.
+ * lock key has a list "<key>:q" of entries "<token> <lease> <ttl> <keys
+ * it takes> <channel>", in arrival order.  A request takes its keys only
+ * when each is free and nobody is queued before it; else it queues at
+ * the tail of every queue at once, so any two requests keep one order in
+ * all the queues they share, and the first of them can always go on: no
+ * deadlock.  A release hands the key to the first live entry: taking one
+ * key alone, the key becomes its lock at once, valid after the rest of
+ * the hold, and "T <token> <ms>" tells its worker; else (several keys,
+ * or dedup marks to check) "W <token> <ms>" wakes it to take them
+ * itself.  Dedup marks are checked and set when the request takes its
+ * keys, settled when it releases them.
+ *
+ * An entry lives only while its request keeps asking: "<lease>" (Redis
+ * clock, ms) is pushed on by each question, which a waiter asks about
+ * once a second, and never past the end of its wait.  So an entry whose
+ * request is gone without leaving (worker killed, node gone, leave lost)
+ * dies within a lease.  So does, at once, an entry whose worker's
+ * channel has no subscriber (the worker is gone, or its subscriber
+ * reconnects: its next question queues it again).  Dead entries are
+ * never handed anything: a release skips them (PUBLISH says 0), and
+ * whoever asks drops those at the head of its queues first (those with
+ * no subscriber only while the key is free, when it matters: PUBSUB
+ * NUMSUB wakes nobody), so a live waiter never waits behind them.
  *
  * KEYS: the locks, their queues, the dedup marks.  ARGV[1]: "w", "r" or
  * "l", [2] token, [3] how many locks.  "w": [4] ttl, [5] wait left, [6]
- * most entries, [7] channel; returns {1, ms}: taken, usable after ms
- * (handed over within a hold); {0, ms}: queued, and if ms > 0, first in
- * line behind a key that expires in ms with nobody to hand it over;
- * {2, 0}: an id is being processed, {3, 0}: every id is done, and it
- * left the queues; {4, 0}: full, not queued.  "r": [4] how long a done
- * mark lives (0: the request failed), [5] hold; returns how many locks
- * were ours.  "l": [4] ttl.
+ * most entries, [7] channel, [8] lease; returns {1, ms}: taken, usable
+ * after ms (handed over within a hold); {0, ms}: queued, and if ms > 0,
+ * first in line behind a key that expires in ms with nobody to hand it
+ * over; {2, 0}: an id is being processed, {3, 0}: every id is done, and
+ * it left the queues; {4, 0}: full, not queued.  "r": [4] how long a
+ * done mark lives (0: the request failed), [5] hold; returns how many
+ * locks were ours.  "l": [4] ttl.
  */
 
 static const char  ngx_http_webhook_lock_queue_lua[] =
@@ -173,23 +184,38 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "local op, tok, n = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
     "local tm = redis.call('TIME')\n"
     "local now = tm[1] * 1000 + math.floor(tm[2] / 1000)\n"
+    "local function parse(e)\n"
+    "  return string.match(e, '^(%x+) (%d+) (%d+) (%d+) (%S+)$')\n"
+    "end\n"
+    "local function ours(e)\n"
+    "  return string.sub(e, 1, #tok + 1) == tok .. ' '\n"
+    "end\n"
     "local function find(q)\n"
     "  local es = redis.call('LRANGE', q, 0, -1)\n"
     "  for i = 1, #es do\n"
-    "    if string.sub(es[i], 1, #tok + 1) == tok .. ' ' then\n"
-    "      return i - 1, es[i]\n"
+    "    if ours(es[i]) then return i - 1, es[i] end\n"
+    "  end\n"
+    "end\n"
+    "local function sweep(q, free)\n"
+    "  while true do\n"
+    "    local e = redis.call('LINDEX', q, 0)\n"
+    "    if not e or ours(e) then return end\n"
+    "    local t, lease, _, _, ch = parse(e)\n"
+    "    if t and tonumber(lease) > now\n"
+    "       and (not free or redis.call('PUBSUB', 'NUMSUB', ch)[2] > 0)\n"
+    "    then\n"
+    "      return\n"
     "    end\n"
+    "    redis.call('LPOP', q)\n"
     "  end\n"
     "end\n"
     "local function pass(k, q, after, give)\n"
-    "  local late = give and after or 0\n"
     "  while true do\n"
     "    local e = redis.call('LINDEX', q, 0)\n"
     "    if not e then return 'none' end\n"
-    "    local t, dl, ttl, nk, ch =\n"
-    "      string.match(e, '^(%x+) (%d+) (%d+) (%d+) (%S+)$')\n"
+    "    local t, lease, ttl, nk, ch = parse(e)\n"
     "    if t == tok then return 'me' end\n"
-    "    if t and tonumber(dl) > now + late then\n"
+    "    if t and tonumber(lease) > now then\n"
     "      if give and nk == '1' then\n"
     "        if redis.call('PUBLISH', ch, 'T ' .. t .. ' ' .. after) > 0\n"
     "        then\n"
@@ -280,8 +306,9 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "local take, hint, es = true, 0, {}\n"
     "for i = 1, n do\n"
     "  local k, q = KEYS[i], KEYS[n + i]\n"
-    "  local p, e = find(q)\n"
     "  local v = redis.call('GET', k)\n"
+    "  sweep(q, not v or v == tok)\n"
+    "  local p, e = find(q)\n"
     "  es[i] = e\n"
     "  if v and v ~= tok then\n"
     "    take = false\n"
@@ -307,10 +334,10 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "  end\n"
     "  return {1, 0}\n"
     "end\n"
+    "local e = tok .. ' ' .. now + math.min(wait, tonumber(ARGV[8])) .. ' '\n"
+    "          .. ttl .. ' ' .. #KEYS - n .. ' ' .. ARGV[7]\n"
     "for i = 1, n do\n"
     "  if not es[i] then\n"
-    "    local e = tok .. ' ' .. now + wait .. ' ' .. ttl .. ' ' .. #KEYS - n\n"
-    "              .. ' ' .. ARGV[7]\n"
     "    for j = 1, n do\n"
     "      local q = KEYS[n + j]\n"
     "      if redis.call('LLEN', q) >= tonumber(ARGV[6]) then\n"
@@ -335,8 +362,12 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "        redis.call('PEXPIRE', q, wait)\n"
     "      end\n"
     "    end\n"
-    "    break\n"
+    "    return {0, hint}\n"
     "  end\n"
+    "end\n"
+    "for i = 1, n do\n"
+    "  local q = KEYS[n + i]\n"
+    "  redis.call('LSET', q, (find(q)), e)\n"
     "end\n"
     "return {0, hint}\n";
 
@@ -475,7 +506,7 @@ ngx_http_webhook_lock_script_reply(redisAsyncContext *ac, void *r,
  *   EVALSHA acquire|release N key... token ttl|hold
  *   EVALSHA dedup|settle N+M key... mark... token N [done] ttl|hold
  *   EVALSHA queue 2N+M key... key:q... mark... w token N ttl wait max
- *       channel
+ *       channel lease
  *   EVALSHA queue 2N+M key... key:q... mark... r token N done hold
  *   EVALSHA queue 2N key... key:q... l token N ttl
  *
@@ -585,14 +616,14 @@ ngx_http_webhook_lock_script_release(ngx_str_t *keys, ngx_uint_t nkeys,
 ngx_http_webhook_lock_ticket_t *
 ngx_http_webhook_lock_script_wait(ngx_str_t *keys, ngx_uint_t nkeys,
     ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token, ngx_msec_t ttl,
-    ngx_msec_t wait, ngx_uint_t max, ngx_str_t *channel)
+    ngx_msec_t wait, ngx_uint_t max, ngx_str_t *channel, ngx_msec_t lease)
 {
     int                              n;
     u_char                          *p;
     ngx_http_webhook_lock_ticket_t  *t;
 
     t = ngx_http_webhook_lock_script_alloc(NGX_HTTP_WEBHOOK_LOCK_CMD_WAIT,
-                                           (int) (2 * nkeys + nmarks) + 10,
+                                           (int) (2 * nkeys + nmarks) + 11,
                                            keys, nkeys, marks, nmarks, token,
                                            &p);
     if (t == NULL) {
@@ -609,8 +640,9 @@ ngx_http_webhook_lock_script_wait(ngx_str_t *keys, ngx_uint_t nkeys,
     p = ngx_http_webhook_lock_script_number(t, n++, p, nkeys);
     p = ngx_http_webhook_lock_script_number(t, n++, p, ttl);
     p = ngx_http_webhook_lock_script_number(t, n++, p, wait);
-    (void) ngx_http_webhook_lock_script_number(t, n++, p, max);
-    ngx_http_webhook_lock_script_arg(t, n, channel->data, channel->len);
+    p = ngx_http_webhook_lock_script_number(t, n++, p, max);
+    ngx_http_webhook_lock_script_arg(t, n++, channel->data, channel->len);
+    (void) ngx_http_webhook_lock_script_number(t, n, p, lease);
 
     t->ms = ttl;
 

@@ -98,11 +98,14 @@ ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_script_release(
     ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks,
     ngx_str_t *token, ngx_msec_t hold, ngx_msec_t done);
 
-/* the queue script: "w", take or queue */
+/*
+ * the queue script: "w", take or queue; a queued entry lives "lease"
+ * more milliseconds, unless asked again meanwhile
+ */
 ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_script_wait(
     ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks,
     ngx_str_t *token, ngx_msec_t ttl, ngx_msec_t wait, ngx_uint_t max,
-    ngx_str_t *channel);
+    ngx_str_t *channel, ngx_msec_t lease);
 
 /* the queue script: "r", release to the first in line */
 ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_script_handoff(

@@ -18,6 +18,14 @@
 /* a waiter that nothing woke asks again after this, +-25% */
 #define NGX_HTTP_WEBHOOK_LOCK_POLL         1000
 
+/*
+ * Each question renews the waiter's queue entries for this long: two
+ * questions may be late or lost before a live waiter loses its place,
+ * while an entry whose request is gone stops standing in the way of the
+ * waiters behind it after this at most.
+ */
+#define NGX_HTTP_WEBHOOK_LOCK_LEASE        (3 * NGX_HTTP_WEBHOOK_LOCK_POLL)
+
 /* "webhook_lock:", 64 random bits in hex, ":", the pid */
 #define NGX_HTTP_WEBHOOK_LOCK_CHANNEL_LEN                                    \
     (sizeof("webhook_lock:") - 1 + 16 + 1 + NGX_INT64_LEN)
@@ -311,7 +319,8 @@ ngx_http_webhook_lock_wait_ask(ngx_http_webhook_lock_redis_t *rd,
     t = ngx_http_webhook_lock_script_wait(w->keys, w->nkeys,
                                           w->keys + w->nkeys, w->nmarks,
                                           &w->node.str, w->ttl, left, w->max,
-                                          &rd->channel);
+                                          &rd->channel,
+                                          NGX_HTTP_WEBHOOK_LOCK_LEASE);
     if (t == NULL) {
         return NGX_ERROR;
     }
