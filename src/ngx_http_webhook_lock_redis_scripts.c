@@ -154,7 +154,7 @@ static const char  ngx_http_webhook_lock_settle_lua[] =
  * the hold, and "T <token> <ms>" tells its worker; else (several keys,
  * or dedup marks to check) "W <token> <ms>" wakes it to take them
  * itself.  Dedup marks are checked and set when the request takes its
- * keys, settled when it releases them.
+ * keys, settled when it releases them, deleted when it leaves.
  *
  * An entry lives only while its request keeps asking: "<lease>" (Redis
  * clock, ms) is pushed on by each question, which a waiter asks about
@@ -251,6 +251,11 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "      pass(k, q, math.max(redis.call('PTTL', k), 0), false)\n"
     "    elseif p == 0 then\n"
     "      pass(k, q, 0, true)\n"
+    "    end\n"
+    "  end\n"
+    "  for i = 2 * n + 1, #KEYS do\n"
+    "    if redis.call('GET', KEYS[i]) == tok then\n"
+    "      redis.call('DEL', KEYS[i])\n"
     "    end\n"
     "  end\n"
     "end\n"
@@ -508,7 +513,7 @@ ngx_http_webhook_lock_script_reply(redisAsyncContext *ac, void *r,
  *   EVALSHA queue 2N+M key... key:q... mark... w token N ttl wait max
  *       channel lease
  *   EVALSHA queue 2N+M key... key:q... mark... r token N done hold
- *   EVALSHA queue 2N key... key:q... l token N ttl
+ *   EVALSHA queue 2N+M key... key:q... mark... l token N ttl
  *
  * A resend rewrites the last argument, the hold of a release: it is the
  * last number in the buffer too, with room for NGX_INT_T_LEN.
@@ -686,15 +691,16 @@ ngx_http_webhook_lock_script_handoff(ngx_str_t *keys, ngx_uint_t nkeys,
 
 ngx_http_webhook_lock_ticket_t *
 ngx_http_webhook_lock_script_leave(ngx_str_t *keys, ngx_uint_t nkeys,
-    ngx_str_t *token, ngx_msec_t ttl)
+    ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token, ngx_msec_t ttl)
 {
     int                              n;
     u_char                          *p;
     ngx_http_webhook_lock_ticket_t  *t;
 
     t = ngx_http_webhook_lock_script_alloc(NGX_HTTP_WEBHOOK_LOCK_CMD_LEAVE,
-                                           (int) (2 * nkeys) + 7,
-                                           keys, nkeys, NULL, 0, token, &p);
+                                           (int) (2 * nkeys + nmarks) + 7,
+                                           keys, nkeys, marks, nmarks, token,
+                                           &p);
     if (t == NULL) {
         return NULL;
     }

@@ -112,9 +112,10 @@ ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_script_handoff(
     ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks,
     ngx_str_t *token, ngx_msec_t hold, ngx_msec_t done);
 
-/* the queue script: "l", out of the queues */
+/* the queue script: "l", out of the queues, marks still ours deleted */
 ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_script_leave(
-    ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *token, ngx_msec_t ttl);
+    ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks,
+    ngx_str_t *token, ngx_msec_t ttl);
 
 /* NOSCRIPT: the same arguments, as EVAL with the script's text */
 void ngx_http_webhook_lock_script_eval(ngx_http_webhook_lock_ticket_t *t);

@@ -450,7 +450,8 @@ ngx_http_webhook_lock_wait_sooner(ngx_http_webhook_lock_waiter_t *w,
 
 /*
  * The end of a wait, whatever ended it.  Without the lock, a waiter that
- * may be queued leaves, which also passes on a lock handed to it.
+ * may be queued leaves, which also passes on a lock handed to it and
+ * deletes the marks a question with no answer may have set.
  */
 
 static void
@@ -496,6 +497,7 @@ ngx_http_webhook_lock_wait_finish(ngx_http_webhook_lock_waiter_t *w,
 
     if (leave && rd->active && !rd->exiting) {
         t = ngx_http_webhook_lock_script_leave(w->keys, w->nkeys,
+                                               w->keys + w->nkeys, w->nmarks,
                                                &w->node.str, w->ttl);
         if (t) {
             (void) ngx_http_webhook_lock_redis_post(rd, t);
