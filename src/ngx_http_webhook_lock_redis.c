@@ -294,14 +294,18 @@ ngx_http_webhook_lock_redis_send(ngx_http_webhook_lock_redis_t *rd,
 /*
  * A release waits here while Redis is away: a lock given back late is
  * better than one left to its ttl.  Safe at any time, since it only
- * touches keys that still hold the request's own token.
+ * touches keys that still hold the request's own token.  Leaves are not
+ * bounded by max_pending: there is one per waiter at most.
  */
 
 static ngx_int_t
 ngx_http_webhook_lock_redis_defer(ngx_http_webhook_lock_redis_t *rd,
     ngx_http_webhook_lock_ticket_t *t)
 {
-    if (rd->exiting || rd->ndeferred >= rd->conf->max_pending) {
+    if (rd->exiting
+        || (rd->ndeferred >= rd->conf->max_pending
+            && t->command != NGX_HTTP_WEBHOOK_LOCK_CMD_LEAVE))
+    {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "webhook redis release dropped");
         ngx_free(t);
