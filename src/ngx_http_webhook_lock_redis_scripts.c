@@ -113,7 +113,9 @@ static const char  ngx_http_webhook_lock_dedup_lua[] =
  * release script.  Success: every mark not done becomes "done", ours or
  * not, since the upstream took every id of the body.  Failure: only
  * marks still holding our token go, so the redelivery gets through.
- * Returns how many lock keys were ours.
+ * Returns how many lock keys were ours.  The keys come first and a
+ * "done" is best effort (pcall): out of memory, Redis refuses a SET only
+ * as a script's first write, and never refuses the release.
  */
 
 static const char  ngx_http_webhook_lock_settle_lua[] =
@@ -133,7 +135,7 @@ static const char  ngx_http_webhook_lock_settle_lua[] =
     "  local v = redis.call('GET', KEYS[i])\n"
     "  if ARGV[3] ~= '0' then\n"
     "    if v ~= 'done' then\n"
-    "      redis.call('SET', KEYS[i], 'done', 'PX', ARGV[3])\n"
+    "      redis.pcall('SET', KEYS[i], 'done', 'PX', ARGV[3])\n"
     "    end\n"
     "  elseif v == ARGV[1] then\n"
     "    redis.call('DEL', KEYS[i])\n"
@@ -167,6 +169,12 @@ static const char  ngx_http_webhook_lock_settle_lua[] =
  * whoever asks drops those at the head of its queues first (those with
  * no subscriber only while the key is free, when it matters: PUBSUB
  * NUMSUB wakes nobody), so a live waiter never waits behind them.
+ *
+ * Under maxmemory with noeviction Redis refuses a script's first write
+ * when it may add data (SET, RPUSH, LSET), and nothing after a write.  A
+ * release writes the keys first (LPOP, DEL, PEXPIRE; the handover's SET
+ * comes after its LPOP), then the marks, a "done" refused for memory
+ * left to expire with the lock: the release itself always goes through.
  *
  * KEYS: the locks, their queues, the dedup marks.  ARGV[1]: "w", "r" or
  * "l", [2] token, [3] how many locks.  "w": [4] ttl, [5] wait left, [6]
@@ -261,22 +269,22 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "end\n"
     "if op == 'r' then\n"
     "  local done, hold, r = tonumber(ARGV[4]), tonumber(ARGV[5]), 0\n"
-    "  for i = 2 * n + 1, #KEYS do\n"
-    "    local v = redis.call('GET', KEYS[i])\n"
-    "    if done > 0 then\n"
-    "      if v ~= 'done' then\n"
-    "        redis.call('SET', KEYS[i], 'done', 'PX', done)\n"
-    "      end\n"
-    "    elseif v == tok then\n"
-    "      redis.call('DEL', KEYS[i])\n"
-    "    end\n"
-    "  end\n"
     "  for i = 1, n do\n"
     "    if redis.call('GET', KEYS[i]) == tok then\n"
     "      r = r + 1\n"
     "      if pass(KEYS[i], KEYS[n + i], hold, true) ~= 'given' then\n"
     "        free(KEYS[i], hold)\n"
     "      end\n"
+    "    end\n"
+    "  end\n"
+    "  for i = 2 * n + 1, #KEYS do\n"
+    "    local v = redis.call('GET', KEYS[i])\n"
+    "    if done > 0 then\n"
+    "      if v ~= 'done' then\n"
+    "        redis.pcall('SET', KEYS[i], 'done', 'PX', done)\n"
+    "      end\n"
+    "    elseif v == tok then\n"
+    "      redis.call('DEL', KEYS[i])\n"
     "    end\n"
     "  end\n"
     "  return r\n"
