@@ -52,7 +52,7 @@ server {
         webhook_lock       json;
         webhook_sender     from;
         webhook_lock_key   lock:$webhook_sender;
-        webhook_lock_ttl   4s;
+        webhook_lock_ttl   6s;
         webhook_lock_wait  WAIT;
 
         proxy_set_header X-Id $http_x_id;
@@ -153,21 +153,21 @@ $ha->wait_all($r1, $r2, $r3);
 ###############################################################################
 
 # lost leaves: two entries whose requests are gone without leaving (their
-# last renewal 2 s ago), ahead of two live waiters, behind a lock that
-# expires by itself
+# last renewal half a second ago), ahead of two live waiters, behind a
+# lock that expires by itself
 
 my $t = $redis->cmd('TIME');
 my $now = $t->[0] * 1000 + int($t->[1] / 1000);
 
-is($redis->cmd('SET', 'lock:lee', 'elsewhere', 'PX', 3000), 'OK',
-   'lee\'s lock is held elsewhere for 3 s');
+is($redis->cmd('SET', 'lock:lee', 'elsewhere', 'PX', 5000), 'OK',
+   'lee\'s lock is held elsewhere for 5 s');
 
 # on a live worker's channel: only their lease tells they are dead
 
 my ($channel) = @{ $redis->cmd('PUBSUB', 'CHANNELS', 'webhook_lock:*') };
 
 for my $i (1, 2) {
-    my $entry = sprintf('%032x %d 4000 1 %s', $i, $now + 1000, $channel);
+    my $entry = sprintf('%032x %d 6000 1 %s', $i, $now + 2500, $channel);
     $redis->cmd('RPUSH', 'lock:lee:q', $entry);
 }
 

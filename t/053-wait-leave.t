@@ -82,13 +82,13 @@ ok(until_true(sub {
 
 ###############################################################################
 
-# dee's lock is held elsewhere for 3 s; dee's message m1 waits for it.
+# dee's lock is held elsewhere for 5 s; dee's message m1 waits for it.
 # Redis pauses writes: the waiter's next question is held; its client goes
 # away meanwhile, and its leave follows the question.  When Redis goes on,
 # the question takes the lock and sets the "processing" mark, and the
 # leave gives the lock back and must take the mark with it.
 
-is($redis->cmd('SET', 'lock:dee', 'elsewhere', 'PX', 3000), 'OK',
+is($redis->cmd('SET', 'lock:dee', 'elsewhere', 'PX', 5000), 'OK',
    'dee\'s lock is held elsewhere');
 
 my $gone = post('/dedup', { from => 'dee', id => 'm1' });
