@@ -168,7 +168,8 @@ static const char  ngx_http_webhook_lock_settle_lua[] =
  * never handed anything: a release skips them (PUBLISH says 0), and
  * whoever asks drops those at the head of its queues first (those with
  * no subscriber only while the key is free, when it matters: PUBSUB
- * NUMSUB wakes nobody), so a live waiter never waits behind them.
+ * NUMSUB wakes nobody; refused, by an ACL say, the lease alone counts),
+ * so a live waiter never waits behind them.
  *
  * Under maxmemory with noeviction Redis refuses a script's first write
  * when it may add data (SET, RPUSH, LSET), and nothing after a write.  A
@@ -204,14 +205,16 @@ static const char  ngx_http_webhook_lock_queue_lua[] =
     "    if ours(es[i]) then return i - 1, es[i] end\n"
     "  end\n"
     "end\n"
+    "local function heard(ch)\n"
+    "  local r = redis.pcall('PUBSUB', 'NUMSUB', ch)\n"
+    "  return type(r[2]) ~= 'number' or r[2] > 0\n"
+    "end\n"
     "local function sweep(q, free)\n"
     "  while true do\n"
     "    local e = redis.call('LINDEX', q, 0)\n"
     "    if not e or ours(e) then return end\n"
     "    local t, lease, _, _, ch = parse(e)\n"
-    "    if t and tonumber(lease) > now\n"
-    "       and (not free or redis.call('PUBSUB', 'NUMSUB', ch)[2] > 0)\n"
-    "    then\n"
+    "    if t and tonumber(lease) > now and (not free or heard(ch)) then\n"
     "      return\n"
     "    end\n"
     "    redis.call('LPOP', q)\n"
