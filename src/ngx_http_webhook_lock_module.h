@@ -14,6 +14,7 @@
 
 #include "ngx_http_webhook_lock_formats.h"
 #include "ngx_http_webhook_lock_redis.h"
+#include "ngx_http_webhook_lock_redis_wait.h"
 #include "ngx_http_webhook_lock_status.h"
 
 

@@ -10,22 +10,10 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <ngx_event.h>
 
-
-typedef struct {
-    ngx_str_t           name;             /* as configured, for logs */
-    ngx_str_t           host;             /* IP text or unix path, with
-                                             a NUL after it */
-    in_port_t           port;             /* 0: unix socket */
-    ngx_str_t           password;         /* len == 0: no AUTH */
-    ngx_int_t           db;
-    ngx_msec_t          connect_timeout;
-    ngx_msec_t          timeout;
-    ngx_uint_t          max_pending;
-    ngx_flag_t          dedup;            /* load the dedup scripts */
-    ngx_flag_t          queue;            /* some location waits: the
-                                             queue script, a subscriber */
-} ngx_http_webhook_lock_redis_conf_t;
+#include "ngx_http_webhook_lock_redis_conn.h"
+#include "ngx_http_webhook_lock_redis_scripts.h"
 
 
 /* what an acquire or a wait ends with, besides NGX_ERROR */
@@ -37,14 +25,33 @@ typedef struct {
 #define NGX_HTTP_WEBHOOK_LOCK_REDIS_FULL        5   /* too many wait already */
 
 
-typedef struct ngx_http_webhook_lock_ticket_s  ngx_http_webhook_lock_ticket_t;
 typedef struct ngx_http_webhook_lock_waiter_s  ngx_http_webhook_lock_waiter_t;
 
-/*
- * rc: the command's integer result (>= 0), or NGX_ERROR when Redis
- * answered with an error, timed out, or the connection went away.
- */
-typedef void (*ngx_http_webhook_lock_reply_pt)(void *data, ngx_int_t rc);
+
+/* the worker's Redis, shared by the lock and the wait queue */
+
+typedef struct {
+    ngx_http_webhook_lock_redis_conf_t  *conf;
+    ngx_http_webhook_lock_conn_t         cmd;
+    ngx_http_webhook_lock_conn_t         sub;
+    ngx_uint_t                           pending;   /* live tickets */
+    ngx_queue_t                          deferred;  /* releases to resend */
+    ngx_uint_t                           ndeferred;
+    time_t                               full;      /* max_pending logged */
+    ngx_rbtree_t                         tokens;    /* waiters by token */
+    ngx_rbtree_node_t                    sentinel;
+    ngx_queue_t                          waiters;
+    ngx_event_t                          fail;      /* posted: cmd lost */
+    ngx_str_t                            channel;   /* wake-ups come on */
+    unsigned                             active:1;  /* init_process ran */
+    unsigned                             exiting:1;
+    unsigned                             ready:1;   /* counted connected */
+    unsigned                             lost:1;    /* a reconnect is due */
+} ngx_http_webhook_lock_redis_t;
+
+
+/* one per worker */
+extern ngx_http_webhook_lock_redis_t  ngx_http_webhook_lock_worker;
 
 
 ngx_int_t ngx_http_webhook_lock_redis_init_process(ngx_cycle_t *cycle,
@@ -86,28 +93,6 @@ ngx_int_t ngx_http_webhook_lock_redis_release(ngx_str_t *keys,
 void ngx_http_webhook_lock_redis_orphan(ngx_http_webhook_lock_ticket_t *t);
 
 /*
- * Takes every key or none, as acquire does, but in turn: while a key is
- * held, the caller waits in the key's queue, behind the requests queued
- * before it on any worker or instance, for at most "wait", with at most
- * "max" in one queue.  The handler gets NGX_HTTP_WEBHOOK_LOCK_REDIS_TAKEN,
- * _WAITED, _BUSY (the wait ran out), _FULL or NGX_ERROR (the connection
- * went away: whoever waits fails at once).  Marks as for acquire, checked
- * when its turn comes (every one done: _DUPLICATE at once, even while
- * waiting).  NULL as for acquire.
- */
-ngx_http_webhook_lock_waiter_t *ngx_http_webhook_lock_redis_wait(
-    ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks,
-    ngx_str_t *token, ngx_msec_t ttl, ngx_msec_t wait, ngx_uint_t max,
-    ngx_http_webhook_lock_reply_pt handler, void *data);
-
-/*
- * In the wait's handler: how long Redis took to give its first answer
- * (the lock, or a place in the queue); the rest of the wait was waiting.
- */
-ngx_msec_t ngx_http_webhook_lock_redis_round_trip(
-    ngx_http_webhook_lock_waiter_t *w);
-
-/*
  * Release for keys taken by a wait, marks settled as by release: each
  * key still holding "token" goes to the first request in its queue
  * (after what is left of "hold"), or is released as by release.
@@ -116,11 +101,17 @@ ngx_int_t ngx_http_webhook_lock_redis_handoff(ngx_str_t *keys,
     ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token,
     ngx_msec_t hold, ngx_msec_t done);
 
-/*
- * The waiting caller is gone: out of the queues, and a lock handed to it
- * meanwhile goes on to the next; its handler will not be called.
- */
-void ngx_http_webhook_lock_redis_leave(ngx_http_webhook_lock_waiter_t *w);
+/* for the wait queue: too many commands pending, logged */
+ngx_int_t ngx_http_webhook_lock_redis_overloaded(
+    ngx_http_webhook_lock_redis_t *rd);
+
+/* a command with an answer: sent now, or NGX_ERROR */
+ngx_int_t ngx_http_webhook_lock_redis_send(ngx_http_webhook_lock_redis_t *rd,
+    ngx_http_webhook_lock_ticket_t *t);
+
+/* a command nobody waits for: sent now, or once Redis is back */
+ngx_int_t ngx_http_webhook_lock_redis_post(ngx_http_webhook_lock_redis_t *rd,
+    ngx_http_webhook_lock_ticket_t *t);
 
 
 #endif /* _NGX_HTTP_WEBHOOK_LOCK_REDIS_H_INCLUDED_ */

@@ -1,0 +1,522 @@
+
+/*
+ * Copyright (C) webhook_lock authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+#include "ngx_http_webhook_lock_redis_conn.h"
+#include "ngx_http_webhook_lock_hiredis.h"
+
+
+#define NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MIN  50
+#define NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MAX  2000
+
+
+static void ngx_http_webhook_lock_conn_connected(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_webhook_lock_conn_disconnected(
+    const redisAsyncContext *ac, int status);
+static void ngx_http_webhook_lock_conn_setup_reply(redisAsyncContext *ac,
+    void *r, void *privdata);
+static void ngx_http_webhook_lock_conn_ready(ngx_http_webhook_lock_conn_t *cn);
+static void ngx_http_webhook_lock_conn_down(ngx_http_webhook_lock_conn_t *cn,
+    const char *reason);
+static void ngx_http_webhook_lock_conn_gone(ngx_http_webhook_lock_conn_t *cn,
+    const char *reason);
+static void ngx_http_webhook_lock_conn_close(ngx_http_webhook_lock_conn_t *cn);
+static void ngx_http_webhook_lock_conn_schedule(
+    ngx_http_webhook_lock_conn_t *cn);
+static void ngx_http_webhook_lock_conn_close_handler(redisAsyncContext *ac,
+    ngx_uint_t force);
+static void ngx_http_webhook_lock_conn_connect_timeout(ngx_event_t *ev);
+static void ngx_http_webhook_lock_conn_reconnect(ngx_event_t *ev);
+static void ngx_http_webhook_lock_conn_drop_handler(ngx_event_t *ev);
+
+
+void
+ngx_http_webhook_lock_conn_init(ngx_http_webhook_lock_conn_t *cn,
+    ngx_http_webhook_lock_redis_conf_t *conf, ngx_log_t *log,
+    const char *role, void *data)
+{
+    cn->conf = conf;
+    cn->role = role;
+    cn->data = data;
+    cn->backoff = NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MIN;
+
+    /* none of these may keep a worker from exiting */
+
+    cn->connect.handler = ngx_http_webhook_lock_conn_connect_timeout;
+    cn->connect.data = cn;
+    cn->connect.log = log;
+    cn->connect.cancelable = 1;
+
+    cn->reconnect.handler = ngx_http_webhook_lock_conn_reconnect;
+    cn->reconnect.data = cn;
+    cn->reconnect.log = log;
+    cn->reconnect.cancelable = 1;
+
+    cn->drop.handler = ngx_http_webhook_lock_conn_drop_handler;
+    cn->drop.data = cn;
+    cn->drop.log = log;
+}
+
+
+void
+ngx_http_webhook_lock_conn_connect(ngx_http_webhook_lock_conn_t *cn)
+{
+    redisAsyncContext                   *ac;
+    ngx_http_webhook_lock_redis_conf_t  *rcf;
+
+    if (cn->ac != NULL || cn->exiting) {
+        return;
+    }
+
+    rcf = cn->conf;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "webhook redis%s connect to %V", cn->role, &rcf->name);
+
+    /* non-blocking; host is an address or a path, nothing to resolve */
+
+    if (rcf->port) {
+        ac = redisAsyncConnect((const char *) rcf->host.data, rcf->port);
+
+    } else {
+        ac = redisAsyncConnectUnix((const char *) rcf->host.data);
+    }
+
+    if (ac == NULL) {
+        ngx_http_webhook_lock_conn_down(cn, "cannot allocate a context");
+        ngx_http_webhook_lock_conn_schedule(cn);
+        return;
+    }
+
+    if (ac->err) {
+        ngx_http_webhook_lock_conn_down(cn, ac->c.errstr);
+        redisAsyncFree(ac);
+        ngx_http_webhook_lock_conn_schedule(cn);
+        return;
+    }
+
+    if (ngx_http_webhook_lock_hiredis_attach(ac, ngx_cycle->log) != NGX_OK) {
+        ngx_http_webhook_lock_conn_down(cn, "cannot attach a connection");
+        redisAsyncFree(ac);
+        ngx_http_webhook_lock_conn_schedule(cn);
+        return;
+    }
+
+    ngx_http_webhook_lock_hiredis_set_close(ac,
+                                      ngx_http_webhook_lock_conn_close_handler);
+
+    ac->data = cn;
+
+    cn->ac = ac;
+    cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_CONNECTING;
+
+    /* hiredis has no connect timeout of its own here: ours covers setup */
+
+    ngx_add_timer(&cn->connect, rcf->connect_timeout);
+
+    (void) redisAsyncSetDisconnectCallback(ac,
+                                       ngx_http_webhook_lock_conn_disconnected);
+
+    /* waits for the socket to become writable: the connect is done then */
+
+    (void) redisAsyncSetConnectCallback(ac,
+                                        ngx_http_webhook_lock_conn_connected);
+}
+
+
+static void
+ngx_http_webhook_lock_conn_connected(const redisAsyncContext *ac, int status)
+{
+    ngx_http_webhook_lock_conn_t  *cn;
+
+    cn = ac->data;
+
+    if (ac != cn->ac) {
+        return;
+    }
+
+    if (status != REDIS_OK) {
+        /* hiredis frees the context when this returns */
+        ngx_http_webhook_lock_conn_gone(cn, ac->c.errstr);
+        return;
+    }
+
+    cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_SETUP;
+    cn->setup = 0;
+
+    cn->init(cn);
+
+    if (cn->state == NGX_HTTP_WEBHOOK_LOCK_REDIS_SETUP && cn->setup == 0) {
+        ngx_http_webhook_lock_conn_ready(cn);
+    }
+}
+
+
+static void
+ngx_http_webhook_lock_conn_disconnected(const redisAsyncContext *ac,
+    int status)
+{
+    ngx_http_webhook_lock_conn_t  *cn;
+
+    cn = ac->data;
+
+    /* not the current context: we freed it, and said why */
+
+    if (ac != cn->ac) {
+        return;
+    }
+
+    ngx_http_webhook_lock_conn_gone(cn, (status == REDIS_OK
+                                         || ac->c.errstr[0] == '\0')
+                                        ? "connection closed"
+                                        : ac->c.errstr);
+}
+
+
+ngx_int_t
+ngx_http_webhook_lock_conn_login(ngx_http_webhook_lock_conn_t *cn,
+    ngx_uint_t select)
+{
+    u_char                               db[NGX_INT_T_LEN];
+    size_t                               argvlen[2];
+    const char                          *argv[2];
+    ngx_http_webhook_lock_redis_conf_t  *rcf;
+
+    rcf = cn->conf;
+
+    if (rcf->password.len) {
+        argv[0] = "AUTH";
+        argvlen[0] = sizeof("AUTH") - 1;
+        argv[1] = (const char *) rcf->password.data;
+        argvlen[1] = rcf->password.len;
+
+        if (ngx_http_webhook_lock_conn_setup(cn,
+                                         ngx_http_webhook_lock_conn_setup_reply,
+                                         "AUTH", 2, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (select && rcf->db) {
+        argv[0] = "SELECT";
+        argvlen[0] = sizeof("SELECT") - 1;
+        argv[1] = (const char *) db;
+        argvlen[1] = ngx_sprintf(db, "%i", rcf->db) - db;
+
+        if (ngx_http_webhook_lock_conn_setup(cn,
+                                         ngx_http_webhook_lock_conn_setup_reply,
+                                         "SELECT", 2, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Pipelined, before anything else on the connection: one round trip for
+ * all of them.  Commands wait for the replies (the state turns READY),
+ * so a wrong password or a hung Redis fails requests at once instead of
+ * making them wait behind the setup.
+ */
+
+ngx_int_t
+ngx_http_webhook_lock_conn_setup(ngx_http_webhook_lock_conn_t *cn,
+    redisCallbackFn *fn, void *privdata, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    if (redisAsyncCommandArgv(cn->ac, fn, privdata, argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cn->setup++;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_webhook_lock_conn_setup_done(ngx_http_webhook_lock_conn_t *cn)
+{
+    if (cn->state == NGX_HTTP_WEBHOOK_LOCK_REDIS_SETUP && --cn->setup == 0) {
+        ngx_http_webhook_lock_conn_ready(cn);
+    }
+}
+
+
+static void
+ngx_http_webhook_lock_conn_setup_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    char                          *name = privdata;
+
+    u_char                        *p, reason[NGX_MAX_ERROR_STR];
+    redisReply                    *reply;
+    ngx_http_webhook_lock_conn_t  *cn;
+
+    cn = ac->data;
+    reply = r;
+
+    /* NULL: the context is going away, which is logged where it happens */
+
+    if (reply == NULL
+        || ac != cn->ac
+        || cn->state != NGX_HTTP_WEBHOOK_LOCK_REDIS_SETUP)
+    {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* the error text only: never the password */
+
+        p = ngx_snprintf(reason, sizeof(reason) - 1, "\"%s\" failed: %*s",
+                         name, (size_t) reply->len, reply->str);
+        *p = '\0';
+
+        ngx_http_webhook_lock_conn_fail(cn, (char *) reason);
+        return;
+    }
+
+    ngx_http_webhook_lock_conn_setup_done(cn);
+}
+
+
+static void
+ngx_http_webhook_lock_conn_ready(ngx_http_webhook_lock_conn_t *cn)
+{
+    cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_READY;
+    cn->backoff = NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MIN;
+
+    if (cn->connect.timer_set) {
+        ngx_del_timer(&cn->connect);
+    }
+
+    if (cn->down) {
+        cn->down = 0;
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "redis %V%s is back", &cn->conf->name, cn->role);
+
+    } else {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "webhook redis %V%s ready", &cn->conf->name,
+                       cn->role);
+    }
+
+    cn->ready_handler(cn);
+}
+
+
+/* once per outage, not once per retry; "is back" ends it */
+
+static void
+ngx_http_webhook_lock_conn_down(ngx_http_webhook_lock_conn_t *cn,
+    const char *reason)
+{
+    if (cn->exiting) {
+        return;
+    }
+
+    if (cn->down) {
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "webhook redis %V%s still down: %s",
+                       &cn->conf->name, cn->role, reason);
+        return;
+    }
+
+    cn->down = 1;
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "redis %V%s is unreachable: %s", &cn->conf->name,
+                  cn->role, reason);
+}
+
+
+/* from hiredis's callbacks: the context is being freed by hiredis */
+
+static void
+ngx_http_webhook_lock_conn_gone(ngx_http_webhook_lock_conn_t *cn,
+    const char *reason)
+{
+    cn->ac = NULL;
+    cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN;
+
+    if (cn->connect.timer_set) {
+        ngx_del_timer(&cn->connect);
+    }
+
+    if (cn->drop.posted) {
+        ngx_delete_posted_event(&cn->drop);
+    }
+
+    ngx_http_webhook_lock_conn_down(cn, reason);
+    ngx_http_webhook_lock_conn_schedule(cn);
+
+    cn->lost_handler(cn);
+}
+
+
+/*
+ * From inside a hiredis callback the context cannot be freed under
+ * hiredis's feet: no more commands go to it, and a posted event frees it
+ * once the callback has returned.
+ */
+
+void
+ngx_http_webhook_lock_conn_fail(ngx_http_webhook_lock_conn_t *cn,
+    const char *reason)
+{
+    ngx_http_webhook_lock_conn_down(cn, reason);
+
+    if (cn->state == NGX_HTTP_WEBHOOK_LOCK_REDIS_DROPPING) {
+        return;
+    }
+
+    cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_DROPPING;
+
+    ngx_post_event(&cn->drop, &ngx_posted_events);
+}
+
+
+void
+ngx_http_webhook_lock_conn_drop(ngx_http_webhook_lock_conn_t *cn,
+    const char *reason)
+{
+    ngx_http_webhook_lock_conn_down(cn, reason);
+    ngx_http_webhook_lock_conn_close(cn);
+}
+
+
+void
+ngx_http_webhook_lock_conn_exit(ngx_http_webhook_lock_conn_t *cn)
+{
+    cn->exiting = 1;
+
+    if (cn->reconnect.timer_set) {
+        ngx_del_timer(&cn->reconnect);
+    }
+
+    ngx_http_webhook_lock_conn_close(cn);
+}
+
+
+static void
+ngx_http_webhook_lock_conn_close(ngx_http_webhook_lock_conn_t *cn)
+{
+    redisAsyncContext  *ac;
+
+    ac = cn->ac;
+
+    /* first: the callbacks below must find no context to send to */
+
+    cn->ac = NULL;
+    cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN;
+
+    if (cn->connect.timer_set) {
+        ngx_del_timer(&cn->connect);
+    }
+
+    if (cn->drop.posted) {
+        ngx_delete_posted_event(&cn->drop);
+    }
+
+    if (ac) {
+        /* pending callbacks run with NULL, then the adapter's cleanup */
+        redisAsyncFree(ac);
+
+        cn->lost_handler(cn);
+    }
+
+    ngx_http_webhook_lock_conn_schedule(cn);
+}
+
+
+static void
+ngx_http_webhook_lock_conn_schedule(ngx_http_webhook_lock_conn_t *cn)
+{
+    ngx_msec_t  delay;
+
+    if (cn->exiting || cn->reconnect.timer_set) {
+        return;
+    }
+
+    /* jitter keeps the workers from knocking all at once */
+
+    delay = cn->backoff + (ngx_msec_t) ngx_random() % (cn->backoff / 4 + 1);
+
+    cn->backoff = ngx_min(cn->backoff * 2, NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MAX);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "webhook redis%s reconnect in %Mms", cn->role, delay);
+
+    ngx_add_timer(&cn->reconnect, delay);
+}
+
+
+static void
+ngx_http_webhook_lock_conn_close_handler(redisAsyncContext *ac,
+    ngx_uint_t force)
+{
+    ngx_http_webhook_lock_conn_t  *cn;
+
+    cn = ac->data;
+
+    if (ac != cn->ac) {
+        return;
+    }
+
+    /*
+     * A graceful shutdown waits for timers, never for connections: the
+     * worker lives on while its requests do, and their releases (and
+     * their waits' wake-ups) still need the connections.  exit_process
+     * frees them.
+     */
+
+    if (!force) {
+        return;
+    }
+
+    /* worker_shutdown_timeout: every request is being closed as well */
+
+    cn->shutdown_handler(cn);
+}
+
+
+static void
+ngx_http_webhook_lock_conn_connect_timeout(ngx_event_t *ev)
+{
+    ngx_http_webhook_lock_conn_drop(ev->data, "connect timed out");
+}
+
+
+static void
+ngx_http_webhook_lock_conn_reconnect(ngx_event_t *ev)
+{
+    ngx_http_webhook_lock_conn_connect(ev->data);
+}
+
+
+static void
+ngx_http_webhook_lock_conn_drop_handler(ngx_event_t *ev)
+{
+    ngx_http_webhook_lock_conn_t *cn = ev->data;
+
+    if (cn->state == NGX_HTTP_WEBHOOK_LOCK_REDIS_DROPPING) {
+        ngx_http_webhook_lock_conn_close(cn);
+    }
+}
