@@ -18,6 +18,23 @@
 /* 2^53: every integer below it is exact in a double */
 #define NGX_HTTP_WEBHOOK_LOCK_EXACT_MAX  9007199254740992.0
 
+/* what a byte is to the JSON scan: ngx_http_webhook_lock_json_class[] */
+#define NGX_HTTP_WEBHOOK_LOCK_JSON_OTHER   0
+#define NGX_HTTP_WEBHOOK_LOCK_JSON_OPEN    1       /* "{", "[" */
+#define NGX_HTTP_WEBHOOK_LOCK_JSON_CLOSE   2       /* "}", "]" */
+#define NGX_HTTP_WEBHOOK_LOCK_JSON_QUOTE   3       /* from here on, a byte
+                                                      ends a string's run */
+#define NGX_HTTP_WEBHOOK_LOCK_JSON_ESCAPE  4       /* "\\" */
+#define NGX_HTTP_WEBHOOK_LOCK_JSON_NUL     5
+#define NGX_HTTP_WEBHOOK_LOCK_JSON_HIGH    8       /* 0x80 and above, by
+                                                      UTF-8 lead: 8 to 15 */
+
+/* a string's bytes are looked at eight at a time */
+#if (NGX_HAVE_LITTLE_ENDIAN && defined __GNUC__)
+#define NGX_HTTP_WEBHOOK_LOCK_SWAR         1
+#define NGX_HTTP_WEBHOOK_LOCK_ONES         0x0101010101010101ULL
+#endif
+
 
 typedef struct {
     ngx_pool_t                    *pool;
@@ -35,8 +52,8 @@ static ngx_int_t ngx_http_webhook_lock_path_step(
 static ngx_int_t ngx_http_webhook_lock_collect_value(void *data,
     ngx_str_t *value);
 static size_t ngx_http_webhook_lock_utf8_char(u_char *p, u_char *last);
-static ngx_int_t ngx_http_webhook_lock_json_scan(ngx_pool_t *pool,
-    u_char *body, size_t len, ngx_str_t *detail);
+static ngx_inline size_t ngx_http_webhook_lock_utf8_seq(u_char *p,
+    u_char *last);
 static void *ngx_http_webhook_lock_json_alloc(size_t size);
 static void ngx_http_webhook_lock_json_free(void *p);
 static ngx_int_t ngx_http_webhook_lock_form_decode(ngx_pool_t *pool,
@@ -47,6 +64,44 @@ static ngx_int_t ngx_http_webhook_lock_hex(u_char c);
 
 /* the pool cJSON allocates from while it parses; one worker, one thread */
 static ngx_pool_t  *ngx_http_webhook_lock_json_pool;
+
+
+static u_char  ngx_http_webhook_lock_json_class[256] = {
+     5,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  /* 00 */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  /* 10 */
+     0,  0,  3,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  /* 20 */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  /* 30 */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  /* 40 */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  1,  4,  2,  0,  0,  /* 50 */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  /* 60 */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  1,  0,  2,  0,  0,  /* 70 */
+     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 80 */
+     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 90 */
+     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* a0 */
+     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* b0 */
+     8,  8,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  /* c0 */
+     9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  /* d0 */
+    10, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 12, 11, 11,  /* e0 */
+    13, 14, 14, 14, 15,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8   /* f0 */
+};
+
+
+/*
+ * By lead byte class: the length of the sequence and the range of its
+ * second byte, which rules out overlong forms (e0, f0), surrogates (ed)
+ * and what is above U+10FFFF (f4).
+ */
+
+static u_char  ngx_http_webhook_lock_utf8[8][3] = {
+    { 0, 0, 0 },                       /* 80-c1, f5-ff: never a lead */
+    { 2, 0x80, 0xbf },                 /* c2-df */
+    { 3, 0xa0, 0xbf },                 /* e0 */
+    { 3, 0x80, 0xbf },                 /* e1-ec, ee-ef */
+    { 3, 0x80, 0x9f },                 /* ed */
+    { 4, 0x90, 0xbf },                 /* f0 */
+    { 4, 0x80, 0xbf },                 /* f1-f3 */
+    { 4, 0x80, 0x8f }                  /* f4 */
+};
 
 
 char *
@@ -509,88 +564,176 @@ ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body, size_t len,
  * recursion.  Brackets inside strings do not count.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_webhook_lock_json_scan(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_str_t *detail)
 {
     u_char      *p, *last;
     size_t       n;
-    ngx_uint_t   depth, string, escape;
+    ngx_uint_t   depth;
+#if (NGX_HTTP_WEBHOOK_LOCK_SWAR)
+    uint64_t     w, x, y, m;
+#endif
 
     depth = 0;
-    string = 0;
-    escape = 0;
 
+    p = body;
     last = body + len;
 
-    for (p = body; p < last; p += n) {
+value:
 
-        if (*p == '\0') {
-            return ngx_http_webhook_lock_detail(pool, detail,
-                                                "NUL byte at byte %uz",
-                                                (size_t) (p - body));
-        }
+    while (p < last) {
 
-        if (*p >= 0x80) {
-            n = ngx_http_webhook_lock_utf8_char(p, last);
+        switch (ngx_http_webhook_lock_json_class[*p]) {
 
-            if (n == 0) {
-                return ngx_http_webhook_lock_detail(pool, detail,
-                                                    "invalid UTF-8 at byte %uz",
-                                                    (size_t) (p - body));
-            }
-
-            escape = 0;
-            continue;
-        }
-
-        n = 1;
-
-        if (string) {
-
-            if (escape) {
-                escape = 0;
-
-            } else if (*p == '\\') {
-                escape = 1;
-
-            } else if (*p == '"') {
-                string = 0;
-            }
-
-            continue;
-        }
-
-        switch (*p) {
-
-        case '"':
-            string = 1;
-            break;
-
-        case '{':
-        case '[':
+        case NGX_HTTP_WEBHOOK_LOCK_JSON_OPEN:
             if (++depth > NGX_HTTP_WEBHOOK_LOCK_JSON_DEPTH) {
                 return ngx_http_webhook_lock_detail(pool, detail,
                                             "nesting deeper than %d",
                                             NGX_HTTP_WEBHOOK_LOCK_JSON_DEPTH);
             }
 
+            p++;
             break;
 
-        case '}':
-        case ']':
+        case NGX_HTTP_WEBHOOK_LOCK_JSON_CLOSE:
             if (depth) {
                 depth--;
             }
 
+            p++;
             break;
 
-        default:
+        case NGX_HTTP_WEBHOOK_LOCK_JSON_QUOTE:
+            p++;
+            goto string;
+
+        case NGX_HTTP_WEBHOOK_LOCK_JSON_NUL:
+            goto nul;
+
+        case NGX_HTTP_WEBHOOK_LOCK_JSON_OTHER:
+        case NGX_HTTP_WEBHOOK_LOCK_JSON_ESCAPE:
+            p++;
+            break;
+
+        default: /* 0x80 and above */
+            n = ngx_http_webhook_lock_utf8_seq(p, last);
+            if (n == 0) {
+                goto invalid;
+            }
+
+            p += n;
             break;
         }
     }
 
     return NGX_OK;
+
+string:
+
+    for ( ;; ) {
+
+#if (NGX_HTTP_WEBHOOK_LOCK_SWAR)
+
+        /*
+         * Eight bytes at a time while none of them is a quote, a
+         * backslash, NUL or 0x80 and above: a byte of x or y is zero where
+         * one of w is '"' or '\\'.  A borrow only makes a false mark above
+         * a true one, so the lowest mark is the first byte to look at.
+         */
+
+        while (last - p >= 8) {
+            ngx_memcpy(&w, p, 8);
+
+            x = w ^ (NGX_HTTP_WEBHOOK_LOCK_ONES * '"');
+            y = w ^ (NGX_HTTP_WEBHOOK_LOCK_ONES * '\\');
+
+            m = ((w - NGX_HTTP_WEBHOOK_LOCK_ONES) & ~w)
+                | ((x - NGX_HTTP_WEBHOOK_LOCK_ONES) & ~x)
+                | ((y - NGX_HTTP_WEBHOOK_LOCK_ONES) & ~y)
+                | w;
+
+            m &= NGX_HTTP_WEBHOOK_LOCK_ONES * 0x80;
+
+            if (m) {
+                p += __builtin_ctzll(m) >> 3;
+                goto special;
+            }
+
+            p += 8;
+        }
+
+#endif
+
+        while (p < last
+               && ngx_http_webhook_lock_json_class[*p]
+                  < NGX_HTTP_WEBHOOK_LOCK_JSON_QUOTE)
+        {
+            p++;
+        }
+
+        if (p == last) {
+            return NGX_OK;
+        }
+
+#if (NGX_HTTP_WEBHOOK_LOCK_SWAR)
+    special:
+#endif
+
+        switch (ngx_http_webhook_lock_json_class[*p]) {
+
+        case NGX_HTTP_WEBHOOK_LOCK_JSON_QUOTE:
+            p++;
+            goto value;
+
+        case NGX_HTTP_WEBHOOK_LOCK_JSON_ESCAPE:
+            p++;
+
+            if (p == last) {
+                return NGX_OK;
+            }
+
+            if (*p == '\0') {
+                goto nul;
+            }
+
+            if (*p < 0x80) {
+                p++;
+                continue;
+            }
+
+            break;
+
+        case NGX_HTTP_WEBHOOK_LOCK_JSON_NUL:
+            goto nul;
+
+        default: /* 0x80 and above */
+            break;
+        }
+
+        /* outside Latin scripts, text is runs of multi-byte sequences */
+
+        do {
+            n = ngx_http_webhook_lock_utf8_seq(p, last);
+            if (n == 0) {
+                goto invalid;
+            }
+
+            p += n;
+
+        } while (p < last && *p >= 0x80);
+    }
+
+nul:
+
+    return ngx_http_webhook_lock_detail(pool, detail, "NUL byte at byte %uz",
+                                        (size_t) (p - body));
+
+invalid:
+
+    return ngx_http_webhook_lock_detail(pool, detail,
+                                        "invalid UTF-8 at byte %uz",
+                                        (size_t) (p - body));
 }
 
 
@@ -599,62 +742,36 @@ ngx_http_webhook_lock_json_scan(ngx_pool_t *pool, u_char *body, size_t len,
 static size_t
 ngx_http_webhook_lock_utf8_char(u_char *p, u_char *last)
 {
-    u_char  c, lo, hi;
-    size_t  n, i;
-
-    c = *p;
-
-    if (c < 0x80) {
+    if (*p < 0x80) {
         return 1;
     }
 
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        lo = 0x80;
-        hi = 0xbf;
+    return ngx_http_webhook_lock_utf8_seq(p, last);
+}
 
-    } else if (c == 0xe0) {            /* no overlong forms */
-        n = 3;
-        lo = 0xa0;
-        hi = 0xbf;
 
-    } else if (c == 0xed) {            /* no surrogates */
-        n = 3;
-        lo = 0x80;
-        hi = 0x9f;
+/* the same for a byte of 0x80 and above */
 
-    } else if (c >= 0xe1 && c <= 0xef) {
-        n = 3;
-        lo = 0x80;
-        hi = 0xbf;
+static ngx_inline size_t
+ngx_http_webhook_lock_utf8_seq(u_char *p, u_char *last)
+{
+    u_char  *seq;
+    size_t   n;
 
-    } else if (c == 0xf0) {            /* no overlong forms */
-        n = 4;
-        lo = 0x90;
-        hi = 0xbf;
+    seq = ngx_http_webhook_lock_utf8[ngx_http_webhook_lock_json_class[*p]
+                                     - NGX_HTTP_WEBHOOK_LOCK_JSON_HIGH];
+    n = seq[0];
 
-    } else if (c >= 0xf1 && c <= 0xf3) {
-        n = 4;
-        lo = 0x80;
-        hi = 0xbf;
-
-    } else if (c == 0xf4) {            /* nothing above U+10FFFF */
-        n = 4;
-        lo = 0x80;
-        hi = 0x8f;
-
-    } else {
+    if (n == 0 || (size_t) (last - p) < n || p[1] < seq[1] || p[1] > seq[2]) {
         return 0;
     }
 
-    if ((size_t) (last - p) < n || p[1] < lo || p[1] > hi) {
+    if (n > 2 && (p[2] & 0xc0) != 0x80) {
         return 0;
     }
 
-    for (i = 2; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
+    if (n > 3 && (p[3] & 0xc0) != 0x80) {
+        return 0;
     }
 
     return n;

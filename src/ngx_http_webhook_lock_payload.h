@@ -82,6 +82,14 @@ cJSON *ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_str_t *detail);
 
 /*
+ * The checks of ngx_http_webhook_lock_json_parse() that cJSON does not
+ * make, before it runs: strict UTF-8, no NUL byte, bounded nesting.
+ * NGX_OK, or NGX_DECLINED with "detail" (NGX_ERROR, empty, on memory).
+ */
+ngx_int_t ngx_http_webhook_lock_json_scan(ngx_pool_t *pool, u_char *body,
+    size_t len, ngx_str_t *detail);
+
+/*
  * A non-empty string as it is, or a number as decimal text (written to
  * "buf", NGX_HTTP_WEBHOOK_LOCK_NUMBER_LEN bytes): 1; anything else: 0.
  */
