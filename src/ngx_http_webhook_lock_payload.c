@@ -44,6 +44,16 @@ typedef struct {
 } ngx_http_webhook_lock_collect_t;
 
 
+/* a long string of a body, decoded by the module rather than by cJSON */
+
+typedef struct {
+    u_char                        *start;     /* the opening quote */
+    u_char                        *end;       /* past the closing quote */
+    u_char                        *copy;      /* its stand-in in the copy */
+    u_char                        *value;     /* decoded, NUL-terminated */
+} ngx_http_webhook_lock_string_t;
+
+
 static char *ngx_http_webhook_lock_path_error(ngx_conf_t *cf, ngx_str_t *text,
     char *err, u_char *pos);
 static ngx_int_t ngx_http_webhook_lock_path_step(
@@ -54,6 +64,19 @@ static ngx_int_t ngx_http_webhook_lock_collect_value(void *data,
 static size_t ngx_http_webhook_lock_utf8_char(u_char *p, u_char *last);
 static ngx_inline size_t ngx_http_webhook_lock_utf8_seq(u_char *p,
     u_char *last);
+static u_char *ngx_http_webhook_lock_json_copy(ngx_pool_t *pool,
+    u_char *body, size_t len, ngx_array_t *strings, size_t *size);
+static u_char *ngx_http_webhook_lock_json_position(u_char *body,
+    u_char *text, u_char *pos, ngx_array_t *strings);
+static ngx_int_t ngx_http_webhook_lock_json_strings(ngx_pool_t *pool,
+    u_char *body, u_char *pos, ngx_array_t *strings, ngx_str_t *detail);
+static ngx_int_t ngx_http_webhook_lock_json_string(ngx_pool_t *pool,
+    u_char *body, ngx_http_webhook_lock_string_t *ls, ngx_str_t *detail);
+static size_t ngx_http_webhook_lock_json_utf16(u_char *p, u_char *last,
+    u_char **out);
+static ngx_uint_t ngx_http_webhook_lock_json_hex4(u_char *p);
+static ngx_uint_t ngx_http_webhook_lock_json_restore(cJSON *node,
+    ngx_http_webhook_lock_string_t *ls, ngx_uint_t i);
 static void *ngx_http_webhook_lock_json_alloc(size_t size);
 static void ngx_http_webhook_lock_json_free(void *p);
 static ngx_int_t ngx_http_webhook_lock_form_decode(ngx_pool_t *pool,
@@ -64,6 +87,9 @@ static ngx_int_t ngx_http_webhook_lock_hex(u_char c);
 
 /* the pool cJSON allocates from while it parses; one worker, one thread */
 static ngx_pool_t  *ngx_http_webhook_lock_json_pool;
+
+
+size_t  ngx_http_webhook_lock_json_long = NGX_HTTP_WEBHOOK_LOCK_JSON_LONG;
 
 
 static u_char  ngx_http_webhook_lock_json_class[256] = {
@@ -464,14 +490,26 @@ ngx_http_webhook_lock_json_value(cJSON *item, u_char *buf, ngx_str_t *value)
 }
 
 
+/*
+ * cJSON copies a string a byte at a time, and twice looks at each byte.
+ * A string of ngx_http_webhook_lock_json_long bytes or more (the message
+ * text of a large webhook) is decoded here instead, the way cJSON's
+ * parse_string() does, errors and their offsets included: cJSON parses a
+ * copy of the body where each such string stands as "\xff", a string no
+ * valid text decodes to, and the decoded text takes its place in the tree.
+ */
+
 cJSON *
 ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_str_t *detail)
 {
     cJSON        *root;
-    u_char       *p, *last;
+    u_char       *p, *last, *text;
+    size_t        size;
+    ngx_int_t     rc;
     const char   *end;
     cJSON_Hooks   hooks;
+    ngx_array_t   strings;
 
     ngx_str_null(detail);
 
@@ -491,7 +529,11 @@ ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body, size_t len,
         return NULL;
     }
 
-    if (ngx_http_webhook_lock_json_scan(pool, body, len, detail) != NGX_OK) {
+    ngx_memzero(&strings, sizeof(ngx_array_t));
+
+    if (ngx_http_webhook_lock_json_scan(pool, body, len, &strings, detail)
+        != NGX_OK)
+    {
         return NULL;
     }
 
@@ -512,6 +554,17 @@ ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body, size_t len,
         return NULL;
     }
 
+    text = body;
+    size = len;
+
+    if (strings.nelts) {
+        text = ngx_http_webhook_lock_json_copy(pool, body, len, &strings,
+                                               &size);
+        if (text == NULL) {
+            return NULL;
+        }
+    }
+
     /*
      * The tree is allocated from the request's pool, and goes with it:
      * no malloc() and free() per node, nothing to free on any path.
@@ -525,25 +578,40 @@ ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body, size_t len,
 
     end = NULL;
 
-    root = cJSON_ParseWithLengthOpts((const char *) body, len, &end, 0);
+    root = cJSON_ParseWithLengthOpts((const char *) text, size, &end, 0);
 
     cJSON_InitHooks(NULL);
     ngx_http_webhook_lock_json_pool = NULL;
 
-    if (root == NULL) {
-        p = end ? (u_char *) end : body;
+    /* where cJSON stopped: past the value, or where it found an error */
 
+    p = end ? (u_char *) end : text;
+
+    if (strings.nelts) {
+        p = ngx_http_webhook_lock_json_position(body, text, p, &strings);
+
+        /* cJSON would have met an error in a string before that one */
+
+        rc = ngx_http_webhook_lock_json_strings(pool, body, p, &strings,
+                                                detail);
+        if (rc != NGX_OK) {
+            return NULL;
+        }
+
+        if (root) {
+            (void) ngx_http_webhook_lock_json_restore(root, strings.elts, 0);
+        }
+    }
+
+    if (root == NULL) {
         (void) ngx_http_webhook_lock_detail(pool, detail,
                                             "malformed JSON near byte %uz",
                                             (size_t) (p - body));
         return NULL;
     }
 
-    for (p = (u_char *) end;
-         p < last && ngx_http_webhook_lock_json_space(*p);
-         p++)
-    {
-        /* void */
+    while (p < last && ngx_http_webhook_lock_json_space(*p)) {
+        p++;
     }
 
     if (p < last) {
@@ -557,6 +625,301 @@ ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body, size_t len,
 }
 
 
+/* the body with every long string as "\xff" */
+
+static u_char *
+ngx_http_webhook_lock_json_copy(ngx_pool_t *pool, u_char *body, size_t len,
+    ngx_array_t *strings, size_t *size)
+{
+    u_char                          *p, *q, *text;
+    size_t                           n;
+    ngx_uint_t                       i;
+    ngx_http_webhook_lock_string_t  *ls;
+
+    ls = strings->elts;
+    n = len;
+
+    for (i = 0; i < strings->nelts; i++) {
+        n -= (ls[i].end - ls[i].start) - 3;
+    }
+
+    text = ngx_pnalloc(pool, n);
+    if (text == NULL) {
+        return NULL;
+    }
+
+    p = body;
+    q = text;
+
+    for (i = 0; i < strings->nelts; i++) {
+        q = ngx_cpymem(q, p, ls[i].start - p);
+
+        ls[i].copy = q;
+
+        *q++ = '"';
+        *q++ = 0xff;
+        *q++ = '"';
+
+        p = ls[i].end;
+    }
+
+    q = ngx_cpymem(q, p, body + len - p);
+
+    *size = q - text;
+
+    return text;
+}
+
+
+/* a position in the copy as one in the body */
+
+static u_char *
+ngx_http_webhook_lock_json_position(u_char *body, u_char *text, u_char *pos,
+    ngx_array_t *strings)
+{
+    size_t                           shift;
+    ngx_uint_t                       i;
+    ngx_http_webhook_lock_string_t  *ls;
+
+    ls = strings->elts;
+    shift = 0;
+
+    /* from its closing quote on, a stand-in is as long as its string */
+
+    for (i = 0; i < strings->nelts && pos >= ls[i].copy + 2; i++) {
+        shift += (ls[i].end - ls[i].start) - 3;
+    }
+
+    return body + (pos - text) + shift;
+}
+
+
+/* decodes the long strings that start before "pos" */
+
+static ngx_int_t
+ngx_http_webhook_lock_json_strings(ngx_pool_t *pool, u_char *body,
+    u_char *pos, ngx_array_t *strings, ngx_str_t *detail)
+{
+    ngx_int_t                        rc;
+    ngx_uint_t                       i;
+    ngx_http_webhook_lock_string_t  *ls;
+
+    ls = strings->elts;
+
+    for (i = 0; i < strings->nelts && ls[i].start < pos; i++) {
+        rc = ngx_http_webhook_lock_json_string(pool, body, &ls[i], detail);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* cJSON's parse_string(): the same text, the same errors at the same byte */
+
+static ngx_int_t
+ngx_http_webhook_lock_json_string(ngx_pool_t *pool, u_char *body,
+    ngx_http_webhook_lock_string_t *ls, ngx_str_t *detail)
+{
+    u_char  *p, *q, *last, *d;
+    size_t   n;
+
+    p = ls->start + 1;
+    last = ls->end - 1;
+
+    d = ngx_pnalloc(pool, last - p + 1);
+    if (d == NULL) {
+        return NGX_ERROR;
+    }
+
+    ls->value = d;
+
+    while (p < last) {
+
+        q = memchr(p, '\\', last - p);
+
+        if (q == NULL) {
+            d = ngx_cpymem(d, p, last - p);
+            break;
+        }
+
+        d = ngx_cpymem(d, p, q - p);
+        p = q;
+
+        /* p + 1 < last: the scan saw the backslash escape a byte */
+
+        switch (p[1]) {
+
+        case 'b':
+            *d++ = '\b';
+            break;
+
+        case 'f':
+            *d++ = '\f';
+            break;
+
+        case 'n':
+            *d++ = '\n';
+            break;
+
+        case 'r':
+            *d++ = '\r';
+            break;
+
+        case 't':
+            *d++ = '\t';
+            break;
+
+        case '"':
+        case '\\':
+        case '/':
+            *d++ = p[1];
+            break;
+
+        case 'u':
+            n = ngx_http_webhook_lock_json_utf16(p, last, &d);
+            if (n == 0) {
+                goto malformed;
+            }
+
+            p += n;
+            continue;
+
+        default:
+            goto malformed;
+        }
+
+        p += 2;
+    }
+
+    *d = '\0';
+
+    return NGX_OK;
+
+malformed:
+
+    return ngx_http_webhook_lock_detail(pool, detail,
+                                        "malformed JSON near byte %uz",
+                                        (size_t) (p - body));
+}
+
+
+/*
+ * "\uXXXX", or a surrogate pair "\uXXXX\uXXXX", as UTF-8: the length of
+ * the escape, or 0.  As in cJSON, a bad hex digit makes the code 0.
+ */
+
+static size_t
+ngx_http_webhook_lock_json_utf16(u_char *p, u_char *last, u_char **out)
+{
+    u_char      *d;
+    size_t       n;
+    ngx_uint_t   c, lo;
+
+    if (last - p < 6) {
+        return 0;
+    }
+
+    c = ngx_http_webhook_lock_json_hex4(p + 2);
+
+    if (c >= 0xdc00 && c <= 0xdfff) {
+        return 0;
+    }
+
+    n = 6;
+
+    if (c >= 0xd800 && c <= 0xdbff) {
+
+        if (last - p < 12 || p[6] != '\\' || p[7] != 'u') {
+            return 0;
+        }
+
+        lo = ngx_http_webhook_lock_json_hex4(p + 8);
+
+        if (lo < 0xdc00 || lo > 0xdfff) {
+            return 0;
+        }
+
+        c = 0x10000 + (((c & 0x3ff) << 10) | (lo & 0x3ff));
+        n = 12;
+    }
+
+    d = *out;
+
+    if (c < 0x80) {
+        *d++ = (u_char) c;
+
+    } else if (c < 0x800) {
+        *d++ = (u_char) (0xc0 | (c >> 6));
+        *d++ = (u_char) (0x80 | (c & 0x3f));
+
+    } else if (c < 0x10000) {
+        *d++ = (u_char) (0xe0 | (c >> 12));
+        *d++ = (u_char) (0x80 | ((c >> 6) & 0x3f));
+        *d++ = (u_char) (0x80 | (c & 0x3f));
+
+    } else {
+        *d++ = (u_char) (0xf0 | (c >> 18));
+        *d++ = (u_char) (0x80 | ((c >> 12) & 0x3f));
+        *d++ = (u_char) (0x80 | ((c >> 6) & 0x3f));
+        *d++ = (u_char) (0x80 | (c & 0x3f));
+    }
+
+    *out = d;
+
+    return n;
+}
+
+
+static ngx_uint_t
+ngx_http_webhook_lock_json_hex4(u_char *p)
+{
+    ngx_int_t   d;
+    ngx_uint_t  i, c;
+
+    c = 0;
+
+    for (i = 0; i < 4; i++) {
+        d = ngx_http_webhook_lock_hex(p[i]);
+
+        if (d < 0) {
+            return 0;
+        }
+
+        c = c << 4 | d;
+    }
+
+    return c;
+}
+
+
+/* the decoded strings in place of their stand-ins, in document order */
+
+static ngx_uint_t
+ngx_http_webhook_lock_json_restore(cJSON *node,
+    ngx_http_webhook_lock_string_t *ls, ngx_uint_t i)
+{
+    for ( /* void */ ; node; node = node->next) {
+
+        if (node->string && (u_char) node->string[0] == 0xff) {
+            node->string = (char *) ls[i++].value;
+        }
+
+        if (cJSON_IsString(node) && (u_char) node->valuestring[0] == 0xff) {
+            node->valuestring = (char *) ls[i++].value;
+        }
+
+        if (node->child) {
+            i = ngx_http_webhook_lock_json_restore(node->child, ls, i);
+        }
+    }
+
+    return i;
+}
+
+
 /*
  * One pass before cJSON sees the body: strict UTF-8 (no overlong forms,
  * no surrogates, nothing above U+10FFFF), no NUL byte, and nesting no
@@ -566,16 +929,18 @@ ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body, size_t len,
 
 ngx_int_t
 ngx_http_webhook_lock_json_scan(ngx_pool_t *pool, u_char *body, size_t len,
-    ngx_str_t *detail)
+    ngx_array_t *strings, ngx_str_t *detail)
 {
-    u_char      *p, *last;
-    size_t       n;
-    ngx_uint_t   depth;
+    u_char                          *p, *last, *start;
+    size_t                           n;
+    ngx_uint_t                       depth;
+    ngx_http_webhook_lock_string_t  *ls;
 #if (NGX_HTTP_WEBHOOK_LOCK_SWAR)
-    uint64_t     w, x, y, m;
+    uint64_t                         w, x, y, m;
 #endif
 
     depth = 0;
+    start = body;
 
     p = body;
     last = body + len;
@@ -605,7 +970,7 @@ value:
             break;
 
         case NGX_HTTP_WEBHOOK_LOCK_JSON_QUOTE:
-            p++;
+            start = p++;
             goto string;
 
         case NGX_HTTP_WEBHOOK_LOCK_JSON_NUL:
@@ -637,9 +1002,11 @@ string:
 
         /*
          * Eight bytes at a time while none of them is a quote, a
-         * backslash, NUL or 0x80 and above: a byte of x or y is zero where
-         * one of w is '"' or '\\'.  A borrow only makes a false mark above
-         * a true one, so the lowest mark is the first byte to look at.
+         * backslash, NUL or 0x80 and above.  A byte of x or y is zero
+         * where one of w is '"' or '\\'; below 0x80, a byte minus one has
+         * its top bit set only when it was zero.  A borrow only makes a
+         * false mark above a true one, so the lowest mark is the first
+         * byte to look at.
          */
 
         while (last - p >= 8) {
@@ -648,9 +1015,9 @@ string:
             x = w ^ (NGX_HTTP_WEBHOOK_LOCK_ONES * '"');
             y = w ^ (NGX_HTTP_WEBHOOK_LOCK_ONES * '\\');
 
-            m = ((w - NGX_HTTP_WEBHOOK_LOCK_ONES) & ~w)
-                | ((x - NGX_HTTP_WEBHOOK_LOCK_ONES) & ~x)
-                | ((y - NGX_HTTP_WEBHOOK_LOCK_ONES) & ~y)
+            m = (w - NGX_HTTP_WEBHOOK_LOCK_ONES)
+                | (x - NGX_HTTP_WEBHOOK_LOCK_ONES)
+                | (y - NGX_HTTP_WEBHOOK_LOCK_ONES)
                 | w;
 
             m &= NGX_HTTP_WEBHOOK_LOCK_ONES * 0x80;
@@ -684,6 +1051,29 @@ string:
 
         case NGX_HTTP_WEBHOOK_LOCK_JSON_QUOTE:
             p++;
+
+            if (strings == NULL
+                || (size_t) (p - start - 2) < ngx_http_webhook_lock_json_long)
+            {
+                goto value;
+            }
+
+            if (strings->nalloc == 0
+                && ngx_array_init(strings, pool, 4,
+                                  sizeof(ngx_http_webhook_lock_string_t))
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ls = ngx_array_push(strings);
+            if (ls == NULL) {
+                return NGX_ERROR;
+            }
+
+            ls->start = start;
+            ls->end = p;
+
             goto value;
 
         case NGX_HTTP_WEBHOOK_LOCK_JSON_ESCAPE:

@@ -11,7 +11,10 @@
  * webhook_message_id and webhook_inbox paths (json always has senders).
  * Checks what the handler relies on: a detail with every 400, values
  * within their limits, distinct and without control characters, the body
- * left as it came.
+ * left as it came.  O's bits 3-7 set the length from which the module
+ * decodes strings itself (1 to 32 bytes): the tree, the detail and the
+ * values must be the same as with cJSON alone.  The JSON pre-scan is
+ * checked against a byte-at-a-time one of the target's own.
  */
 
 
@@ -28,6 +31,11 @@ static ngx_array_t *fuzz_extract_paths(ngx_conf_t *cf, char **texts);
 static void fuzz_extract_check(ngx_array_t *a, ngx_uint_t max);
 static void fuzz_extract_printable(ngx_str_t *s);
 static void fuzz_extract_scan(ngx_pool_t *pool, u_char *body, size_t len);
+static void fuzz_extract_json(ngx_pool_t *pool, u_char *body, size_t len);
+static void fuzz_extract_same_tree(cJSON *a, cJSON *b);
+static void fuzz_extract_same_payload(ngx_http_webhook_lock_payload_t *a,
+    ngx_http_webhook_lock_payload_t *b);
+static void fuzz_extract_same(ngx_str_t *a, ngx_str_t *b);
 static ngx_int_t fuzz_extract_scan_ref(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_str_t *detail);
 static size_t fuzz_extract_utf8_ref(u_char *p, u_char *last);
@@ -77,11 +85,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     u_char                           *body;
     size_t                            len;
-    ngx_int_t                         rc;
-    ngx_str_t                         detail;
+    ngx_int_t                         rc, ref;
+    ngx_str_t                         detail, expect;
     ngx_pool_t                       *pool;
     ngx_http_webhook_lock_rules_t     rules;
-    ngx_http_webhook_lock_payload_t   pl;
+    ngx_http_webhook_lock_payload_t   pl, expect_pl;
 
     if (size < 2) {
         return 0;
@@ -106,7 +114,28 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_extract_scan(pool, body, len);
 
+    /*
+     * cJSON alone, then with strings of 1 to 32 bytes and more decoded
+     * by the module: the same tree, the same answer
+     */
+
+    ngx_http_webhook_lock_json_long = (size_t) -1;
+
+    ref = ngx_http_webhook_lock_extract(pool, &rules, body, len, &expect_pl,
+                                        &expect);
+
+    ngx_http_webhook_lock_json_long = 1 + (data[1] >> 3);
+
+    fuzz_extract_json(pool, body, len);
+
     rc = ngx_http_webhook_lock_extract(pool, &rules, body, len, &pl, &detail);
+
+    ngx_shim_assert(rc == ref);
+    fuzz_extract_same(&detail, &expect);
+
+    if (rc == NGX_OK) {
+        fuzz_extract_same_payload(&pl, &expect_pl);
+    }
 
     ngx_shim_assert(rc == NGX_OK || rc == NGX_DECLINED);
     ngx_shim_assert(ngx_memcmp(body, data + 2, len) == 0);
@@ -211,7 +240,7 @@ fuzz_extract_scan(ngx_pool_t *pool, u_char *body, size_t len)
     ngx_str_null(&detail);
     ngx_str_null(&expect);
 
-    rc = ngx_http_webhook_lock_json_scan(pool, body, len, &detail);
+    rc = ngx_http_webhook_lock_json_scan(pool, body, len, NULL, &detail);
     ref = fuzz_extract_scan_ref(pool, body, len, &expect);
 
     if (rc != ref
@@ -224,6 +253,102 @@ fuzz_extract_scan(ngx_pool_t *pool, u_char *body, size_t len)
                 (int) ref, (int) expect.len, expect.data);
         abort();
     }
+}
+
+
+/* the tree and the detail with and without the module's string decoder */
+
+static void
+fuzz_extract_json(ngx_pool_t *pool, u_char *body, size_t len)
+{
+    cJSON      *root, *ref;
+    size_t      low;
+    ngx_str_t   detail, expect;
+
+    low = ngx_http_webhook_lock_json_long;
+
+    ngx_http_webhook_lock_json_long = (size_t) -1;
+    ref = ngx_http_webhook_lock_json_parse(pool, body, len, &expect);
+
+    ngx_http_webhook_lock_json_long = low;
+    root = ngx_http_webhook_lock_json_parse(pool, body, len, &detail);
+
+    fuzz_extract_same(&detail, &expect);
+    ngx_shim_assert((root == NULL) == (ref == NULL));
+
+    fuzz_extract_same_tree(root, ref);
+}
+
+
+static void
+fuzz_extract_same_tree(cJSON *a, cJSON *b)
+{
+    for ( /* void */ ; a && b; a = a->next, b = b->next) {
+        ngx_shim_assert(a->type == b->type);
+        ngx_shim_assert((a->string == NULL) == (b->string == NULL));
+
+        if (a->string) {
+            ngx_shim_assert(strcmp(a->string, b->string) == 0);
+        }
+
+        if (cJSON_IsString(a)) {
+            ngx_shim_assert(strcmp(a->valuestring, b->valuestring) == 0);
+        }
+
+        if (cJSON_IsNumber(a)) {
+            ngx_shim_assert(a->valueint == b->valueint);
+            ngx_shim_assert(ngx_memcmp(&a->valuedouble, &b->valuedouble,
+                                       sizeof(double))
+                            == 0);
+        }
+
+        fuzz_extract_same_tree(a->child, b->child);
+    }
+
+    ngx_shim_assert(a == NULL && b == NULL);
+}
+
+
+static void
+fuzz_extract_same_payload(ngx_http_webhook_lock_payload_t *a,
+    ngx_http_webhook_lock_payload_t *b)
+{
+    ngx_str_t   *s, *t;
+    ngx_uint_t   i;
+
+    fuzz_extract_same(&a->inbox, &b->inbox);
+
+    ngx_shim_assert(a->senders.nelts == b->senders.nelts);
+    ngx_shim_assert(a->message_ids.nelts == b->message_ids.nelts);
+
+    s = a->senders.elts;
+    t = b->senders.elts;
+
+    for (i = 0; i < a->senders.nelts; i++) {
+        fuzz_extract_same(&s[i], &t[i]);
+    }
+
+    s = a->message_ids.elts;
+    t = b->message_ids.elts;
+
+    for (i = 0; i < a->message_ids.nelts; i++) {
+        fuzz_extract_same(&s[i], &t[i]);
+    }
+}
+
+
+static void
+fuzz_extract_same(ngx_str_t *a, ngx_str_t *b)
+{
+    if (a->len == b->len
+        && (a->len == 0 || ngx_memcmp(a->data, b->data, a->len) == 0))
+    {
+        return;
+    }
+
+    fprintf(stderr, "\"%.*s\" differs from \"%.*s\"\n",
+            (int) a->len, a->data, (int) b->len, b->data);
+    abort();
 }
 
 
