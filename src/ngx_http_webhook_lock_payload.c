@@ -51,16 +51,6 @@ typedef struct {
 } ngx_http_webhook_lock_collect_t;
 
 
-/* a long string of a body, decoded by the module rather than by cJSON */
-
-typedef struct {
-    u_char                        *start;     /* the opening quote */
-    u_char                        *end;       /* past the closing quote */
-    u_char                        *copy;      /* its stand-in in the copy */
-    u_char                        *value;     /* decoded, NUL-terminated */
-} ngx_http_webhook_lock_string_t;
-
-
 static char *ngx_http_webhook_lock_path_error(ngx_conf_t *cf, ngx_str_t *text,
     char *err, u_char *pos);
 static ngx_int_t ngx_http_webhook_lock_path_step(

@@ -54,6 +54,20 @@ typedef ngx_int_t (*ngx_http_webhook_lock_value_pt)(void *data,
 
 
 /*
+ * A long string of a body, which ngx_http_webhook_lock_json_parse()
+ * decodes itself rather than through cJSON.
+ */
+
+typedef struct {
+    u_char                            *start;     /* the opening quote */
+    u_char                            *end;       /* past the closing one */
+    u_char                            *copy;      /* its stand-in in the
+                                                     copy cJSON parses */
+    u_char                            *value;     /* decoded, with a NUL */
+} ngx_http_webhook_lock_string_t;
+
+
+/*
  * PATH: dot-separated names, "[N]" for an index, "[*]" for every element,
  * a leading "[*]" or "[N]" for a top-level array:
  * "entry[*].changes[*].value.messages[*].from", "[*].message.from".
@@ -90,7 +104,8 @@ cJSON *ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body,
  * make, before it runs: strict UTF-8, no NUL byte, bounded nesting.
  * NGX_OK, or NGX_DECLINED with "detail" (NGX_ERROR, empty, on memory).
  * Unless NULL, "strings" (zeroed) gets the strings it finds of
- * ngx_http_webhook_lock_json_long bytes or more.
+ * ngx_http_webhook_lock_json_long bytes or more, start and end set
+ * (ngx_http_webhook_lock_string_t).
  */
 ngx_int_t ngx_http_webhook_lock_json_scan(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_array_t *strings, ngx_str_t *detail);
