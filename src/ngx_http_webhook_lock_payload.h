@@ -24,6 +24,9 @@
 
 #define NGX_HTTP_WEBHOOK_LOCK_DETAIL_LEN   128
 
+/* bytes between the quotes from which the module decodes a string */
+#define NGX_HTTP_WEBHOOK_LOCK_JSON_LONG    256
+
 
 /* a name is NUL-terminated, for cJSON_GetObjectItemCaseSensitive() */
 
@@ -48,6 +51,20 @@ struct ngx_http_webhook_lock_path_s {
  */
 typedef ngx_int_t (*ngx_http_webhook_lock_value_pt)(void *data,
     ngx_str_t *value);
+
+
+/*
+ * A long string of a body, which ngx_http_webhook_lock_json_parse()
+ * decodes itself rather than through cJSON.
+ */
+
+typedef struct {
+    u_char                            *start;     /* the opening quote */
+    u_char                            *end;       /* past the closing one */
+    u_char                            *copy;      /* its stand-in in the
+                                                     copy cJSON parses */
+    u_char                            *value;     /* decoded, with a NUL */
+} ngx_http_webhook_lock_string_t;
 
 
 /*
@@ -76,10 +93,25 @@ ngx_int_t ngx_http_webhook_lock_path_walk(ngx_http_webhook_lock_path_t *path,
  * Parses a whole body as JSON: strict UTF-8, no NUL bytes, nothing but
  * white space after the value, bounded nesting.  NULL with "detail" set
  * when it is not valid, NULL with an empty "detail" when out of memory.
- * The tree is freed by the pool's cleanup.
+ * The tree, long strings decoded by the module included, is allocated
+ * from the pool.
  */
 cJSON *ngx_http_webhook_lock_json_parse(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_str_t *detail);
+
+/*
+ * The checks of ngx_http_webhook_lock_json_parse() that cJSON does not
+ * make, before it runs: strict UTF-8, no NUL byte, bounded nesting.
+ * NGX_OK, or NGX_DECLINED with "detail" (NGX_ERROR, empty, on memory).
+ * Unless NULL, "strings" (zeroed) gets the strings it finds of
+ * ngx_http_webhook_lock_json_long bytes or more, start and end set
+ * (ngx_http_webhook_lock_string_t).
+ */
+ngx_int_t ngx_http_webhook_lock_json_scan(ngx_pool_t *pool, u_char *body,
+    size_t len, ngx_array_t *strings, ngx_str_t *detail);
+
+/* NGX_HTTP_WEBHOOK_LOCK_JSON_LONG, at least 1; lowered by the fuzz targets */
+extern size_t  ngx_http_webhook_lock_json_long;
 
 /*
  * A non-empty string as it is, or a number as decimal text (written to

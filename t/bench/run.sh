@@ -21,7 +21,8 @@
 #   body-1k       fresh senders, bodies padded to 1 KB
 #   body-64k      fresh senders, bodies padded to 64 KB
 # Prints, and writes to build/bench/results.md, a table of requests/s, p50,
-# p99, share of 2xx and the ratios module/plain and module/lua, and the CPU
+# p99, share of 2xx, the front worker's CPU per request, the ratios
+# module/plain and module/lua (throughput, p99, worker CPU), and the CPU
 # each process spent per request.  Ratios come from the same run; absolute
 # numbers depend on the machine and on whatever else runs on it.
 #
@@ -267,8 +268,8 @@ report() {
     echo
     bench_machine
     echo
-    echo "| scenario | variant | req/s | p50 ms | p99 ms | 2xx | module/plain | module/lua | p99 module/plain | worker CPU plain/module |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| scenario | variant | req/s | p50 ms | p99 ms | 2xx | worker µs/req | module/plain | module/lua | p99 module/plain | worker CPU module/plain |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
     awk -F"$tab" '
         { rps[$1, $2] = $3; p99[$1, $2] = $5; cpu[$1, $2] = $9 }
@@ -286,18 +287,19 @@ report() {
                         ml = sprintf("%.2fx", c[3] / rps[sc, "lua"])
                     if (p99[sc, "plain"])
                         pp = sprintf("%.2fx", c[5] / p99[sc, "plain"])
-                    if (cpu[sc, "plain"] && c[9] > 0)
-                        wc = sprintf("%.2fx", cpu[sc, "plain"] / c[9])
+                    if (cpu[sc, "plain"] > 0 && c[9] != "")
+                        wc = sprintf("%.2fx", c[9] / cpu[sc, "plain"])
                 }
-                printf "| %s | %s | %d | %.2f | %.2f | %.1f%% | %s | %s | %s | %s |\n",
-                    sc, v, c[3], c[4] / 1000, c[5] / 1000, ok, mp, ml, pp, wc
+                printf "| %s | %s | %d | %.2f | %.2f | %.1f%% | %s | %s | %s | %s | %s |\n",
+                    sc, v, c[3], c[4] / 1000, c[5] / 1000, ok, c[9], mp, ml, pp, wc
             }
         }' "$tmp/median.tsv"
 
     echo
-    echo "\"worker CPU plain/module\": the front worker's CPU per request with"
-    echo "plain proxy_pass over the same with the module, the throughput ratio"
-    echo "one saturated worker would reach when nothing else shares its cores."
+    echo "\"worker µs/req\": the front worker's CPU (user + system) per request."
+    echo "\"worker CPU module/plain\": that with the module over the same with"
+    echo "plain proxy_pass; its inverse is the throughput ratio one saturated"
+    echo "worker would reach when nothing else shares its cores."
     echo
     echo "CPU per request in microseconds (user + system, from /proc): the"
     echo "front worker, the upstream worker, Redis, wrk, and everything else"
