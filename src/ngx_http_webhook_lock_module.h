@@ -21,20 +21,6 @@
 #define NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN  32      /* 128 bits in hex */
 
 
-typedef enum {
-    NGX_HTTP_WEBHOOK_LOCK_NONE = 0,
-    NGX_HTTP_WEBHOOK_LOCK_ACQUIRED,
-    NGX_HTTP_WEBHOOK_LOCK_WAITED,
-    NGX_HTTP_WEBHOOK_LOCK_BUSY,
-    NGX_HTTP_WEBHOOK_LOCK_BYPASS,
-    NGX_HTTP_WEBHOOK_LOCK_DUPLICATE,
-    NGX_HTTP_WEBHOOK_LOCK_INVALID,
-    NGX_HTTP_WEBHOOK_LOCK_UNSIGNED,
-    NGX_HTTP_WEBHOOK_LOCK_ERROR,
-    NGX_HTTP_WEBHOOK_LOCK_OPEN
-} ngx_http_webhook_lock_status_e;
-
-
 typedef struct {
     ngx_http_webhook_lock_redis_conf_t   redis;
     ngx_flag_t                           enabled;   /* some location locks */
@@ -103,7 +89,6 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_webhook_lock_module;
-extern ngx_str_t     ngx_http_webhook_lock_status_names[];
 
 
 ngx_int_t ngx_http_webhook_lock_handler(ngx_http_request_t *r);
