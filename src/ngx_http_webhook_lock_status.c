@@ -125,7 +125,12 @@ static struct {
 
     { ngx_string("webhook_lock_requests_waiting"),
       ngx_string("gauge"),
-      ngx_string("Requests waiting now for Redis or for a held lock.") }
+      ngx_string("Requests waiting now for Redis or for a held lock.") },
+
+    { ngx_string("webhook_lock_locks_left_total"),
+      ngx_string("counter"),
+      ngx_string("Locks left to expire by their ttl, not released, because "
+                 "their request ended before the app answered.") }
 };
 
 
