@@ -110,8 +110,10 @@ sub served { scalar(() = $h->read_file('st.log') =~ /\n/g) }
 
 # three clients, each one request after the other, new senders each time
 
+my @clients;
+
 for my $g (1 .. 3) {
-    $h->run_daemon(sub {
+    push @clients, $h->run_daemon(sub {
         my $n = 0;
 
         until (-e "$dir/stop") {
@@ -150,17 +152,20 @@ for (1 .. 500) {
 open my $fh, '>', "$dir/stop";
 close $fh;
 
+# each client ends after the request it is sending
+
+for my $pid (@clients) {
+    for (1 .. 3000) {
+        last unless $h->_daemon_alive($pid);
+        sleep 0.01;
+    }
+}
+
 my %st;
 my $n = 0;
 
-for (1 .. 1000) {
-    my $now = served();
-    last if $now == $n && -e "$dir/stop" && $_ > 50;
-    $n = $now;
-    sleep 0.01;
-}
-
 for my $line (split /\n/, $h->read_file('st.log')) {
+    $n++;
     my ($uri, $status, $lock) = split ' ', $line;
     $st{"$uri $lock"}++;
     $st{"status $status"}++;
