@@ -26,7 +26,7 @@ static u_char *ngx_http_webhook_lock_random(ngx_log_t *log);
 static void ngx_http_webhook_lock_answer(void *data, ngx_int_t rc);
 static void ngx_http_webhook_lock_answer_handler(ngx_event_t *ev);
 static void ngx_http_webhook_lock_renew_handler(ngx_event_t *ev);
-static void ngx_http_webhook_lock_redis_connected(
+static void ngx_http_webhook_lock_redis_flush(
     ngx_http_webhook_lock_redis_t *rd, ngx_int_t rc);
 static ngx_int_t ngx_http_webhook_lock_redis_defer(
     ngx_http_webhook_lock_redis_t *rd, ngx_http_webhook_lock_ticket_t *t);
@@ -115,7 +115,7 @@ ngx_http_webhook_lock_redis_exit_process(ngx_cycle_t *cycle)
     ngx_http_webhook_lock_conn_exit(&rd->cmd);
     ngx_http_webhook_lock_conn_exit(&rd->sub);
 
-    ngx_http_webhook_lock_redis_connected(rd, NGX_ERROR);
+    ngx_http_webhook_lock_redis_flush(rd, NGX_ERROR);
     ngx_http_webhook_lock_wait_exit(rd);
 
     while (!ngx_queue_empty(&rd->deferred)) {
@@ -566,7 +566,7 @@ ngx_http_webhook_lock_redis_submit(ngx_http_webhook_lock_redis_t *rd,
  */
 
 static void
-ngx_http_webhook_lock_redis_connected(ngx_http_webhook_lock_redis_t *rd,
+ngx_http_webhook_lock_redis_flush(ngx_http_webhook_lock_redis_t *rd,
     ngx_int_t rc)
 {
     ngx_queue_t                     *q;
@@ -938,7 +938,7 @@ ngx_http_webhook_lock_redis_ready(ngx_http_webhook_lock_conn_t *cn)
     }
 
     ngx_http_webhook_lock_redis_resend(rd);
-    ngx_http_webhook_lock_redis_connected(rd, NGX_OK);
+    ngx_http_webhook_lock_redis_flush(rd, NGX_OK);
 }
 
 
@@ -949,7 +949,7 @@ ngx_http_webhook_lock_redis_lost(ngx_http_webhook_lock_conn_t *cn)
 
     ngx_http_webhook_lock_redis_unready(rd);
 
-    ngx_http_webhook_lock_redis_connected(rd, NGX_ERROR);
+    ngx_http_webhook_lock_redis_flush(rd, NGX_ERROR);
     ngx_http_webhook_lock_wait_lost(rd);
 }
 
