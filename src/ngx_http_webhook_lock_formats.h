@@ -11,6 +11,8 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include "ngx_http_webhook_lock_payload.h"
+
 
 #define NGX_HTTP_WEBHOOK_LOCK_OFF        0
 #define NGX_HTTP_WEBHOOK_LOCK_WHATSAPP   1
@@ -29,24 +31,6 @@
 /* most distinct senders and message ids in one body */
 #define NGX_HTTP_WEBHOOK_LOCK_SENDERS_MAX  100
 #define NGX_HTTP_WEBHOOK_LOCK_IDS_MAX      1000
-
-
-typedef struct ngx_http_webhook_lock_path_s  ngx_http_webhook_lock_path_t;
-
-
-typedef struct {
-    ngx_uint_t     format;
-    ngx_array_t   *senders;        /* of ngx_http_webhook_lock_path_t *  */
-    ngx_array_t   *message_ids;    /* NULL: the format's own rules       */
-    ngx_array_t   *inboxes;
-} ngx_http_webhook_lock_rules_t;
-
-
-typedef struct {
-    ngx_str_t      inbox;          /* len == 0: the body names none      */
-    ngx_array_t    senders;        /* of ngx_str_t, distinct, body order */
-    ngx_array_t    message_ids;    /* of ngx_str_t, distinct, body order */
-} ngx_http_webhook_lock_payload_t;
 
 
 extern ngx_conf_enum_t  ngx_http_webhook_lock_formats[];

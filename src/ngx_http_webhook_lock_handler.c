@@ -7,7 +7,6 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
-#include <openssl/rand.h>
 
 #include "ngx_http_webhook_lock_module.h"
 #include "ngx_http_webhook_lock_signature.h"
@@ -29,20 +28,19 @@ static ngx_int_t ngx_http_webhook_lock_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_webhook_lock_keys(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx);
-static ngx_int_t ngx_http_webhook_lock_marks(ngx_http_request_t *r,
-    ngx_http_webhook_lock_ctx_t *ctx);
 static void ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx);
-static u_char *ngx_http_webhook_lock_random(ngx_log_t *log);
-static void ngx_http_webhook_lock_acquire_handler(void *data, ngx_int_t rc);
+static void ngx_http_webhook_lock_acquire_handler(
+    ngx_http_webhook_lock_handle_t *lk);
 static void ngx_http_webhook_lock_decide(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_webhook_lock_respond(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx);
 static ngx_int_t ngx_http_webhook_lock_send(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *body, time_t retry_after);
-static void ngx_http_webhook_lock_cancel(void *data);
-static void ngx_http_webhook_lock_release(void *data);
+static void ngx_http_webhook_lock_cleanup(void *data);
+static void ngx_http_webhook_lock_end(void *data);
+static ngx_uint_t ngx_http_webhook_lock_answered(ngx_http_request_t *r);
 
 
 ngx_int_t
@@ -110,7 +108,7 @@ ngx_http_webhook_lock_handler(ngx_http_request_t *r)
 
     ctx->request = r;
 
-    cln->handler = ngx_http_webhook_lock_release;
+    cln->handler = ngx_http_webhook_lock_end;
 
     ngx_http_set_ctx(r, ctx, ngx_http_webhook_lock_module);
 
@@ -178,7 +176,7 @@ ngx_http_webhook_lock_get_ctx(ngx_http_request_t *r)
     /* r->ctx was wiped by an internal redirect: find the ctx again */
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_webhook_lock_release) {
+        if (cln->handler == ngx_http_webhook_lock_end) {
             ctx = cln->data;
             ctx->redirected = 1;
 
@@ -286,11 +284,6 @@ ngx_http_webhook_lock_inspect(ngx_http_request_t *r,
     if (rc == NGX_DECLINED) {
         ctx->status = NGX_HTTP_WEBHOOK_LOCK_BYPASS;
         ctx->rc = NGX_DECLINED;
-        return;
-    }
-
-    if (wlcf->dedup && ngx_http_webhook_lock_marks(r, ctx) != NGX_OK) {
-        ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
 
@@ -486,155 +479,56 @@ ngx_http_webhook_lock_keys(ngx_http_request_t *r,
 }
 
 
-/*
- * webhook_dedup: one mark per message id, "webhook:dedup:{INBOX}:ID",
- * INBOX as $webhook_inbox has it.  The braces are the default lock key's
- * hash tag: one script, one Redis Cluster slot.  An id that cannot be
- * marked turns dedup off for the whole body, which is then forwarded: a
- * duplicate is better than a message lost.
- */
-
-static ngx_int_t
-ngx_http_webhook_lock_marks(ngx_http_request_t *r,
-    ngx_http_webhook_lock_ctx_t *ctx)
-{
-    u_char      *p;
-    size_t       len, size;
-    ngx_str_t   *id, *inbox, *mark;
-    ngx_uint_t   i, n;
-
-    n = ctx->payload.message_ids.nelts;
-
-    if (n == 0) {
-        return NGX_OK;
-    }
-
-    id = ctx->payload.message_ids.elts;
-    inbox = ctx->payload.inbox.len ? &ctx->payload.inbox : &r->uri;
-
-    size = 0;
-
-    for (i = 0; i < n; i++) {
-        len = sizeof("webhook:dedup:{}:") - 1 + inbox->len + id[i].len;
-
-        if (len > NGX_HTTP_WEBHOOK_LOCK_KEY_MAX) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "webhook dedup key of %uz bytes is too long, "
-                          "message \"%V\" not deduplicated", len, &id[i]);
-            return NGX_OK;
-        }
-
-        size += len;
-    }
-
-    if (ngx_array_init(&ctx->marks, r->pool, n, sizeof(ngx_str_t)) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_pnalloc(r->pool, size);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < n; i++) {
-        mark = ngx_array_push(&ctx->marks);
-        if (mark == NULL) {
-            return NGX_ERROR;
-        }
-
-        mark->data = p;
-        p = ngx_sprintf(p, "webhook:dedup:{%V}:%V", inbox, &id[i]);
-        mark->len = p - mark->data;
-    }
-
-    return NGX_OK;
-}
-
-
-/*
- * 128 random bits for a token, cut from a per-worker buffer that
- * RAND_bytes() fills 4 KB at a time: one call per 256 requests instead
- * of one per request.  Only workers lock, so the master never fills it
- * and every worker starts with its own.
- */
-
-static u_char *
-ngx_http_webhook_lock_random(ngx_log_t *log)
-{
-    static u_char  buf[4096];
-    static size_t  left;
-
-    if (left < NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN / 2) {
-        if (RAND_bytes(buf, sizeof(buf)) != 1) {
-            ngx_log_error(NGX_LOG_ALERT, log, 0, "RAND_bytes() failed");
-            return NULL;
-        }
-
-        left = sizeof(buf);
-    }
-
-    left -= NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN / 2;
-
-    return buf + left;
-}
-
-
 static void
 ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
     ngx_http_webhook_lock_ctx_t *ctx)
 {
-    u_char                            *random;
-    ngx_str_t                          token;
+    ngx_int_t                          rc;
     ngx_http_cleanup_t                *cln;
+    ngx_http_webhook_lock_handle_t    *lk;
     ngx_http_webhook_lock_loc_conf_t  *wlcf;
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_webhook_lock_module);
 
-    random = ngx_http_webhook_lock_random(r->connection->log);
-    if (random == NULL) {
+    lk = &ctx->lock;
+
+    lk->keys = ctx->keys.elts;
+    lk->nkeys = ctx->keys.nelts;
+    lk->ids = ctx->payload.message_ids.elts;
+    lk->nids = ctx->payload.message_ids.nelts;
+    lk->inbox = ctx->payload.inbox.len ? ctx->payload.inbox : r->uri;
+    lk->ttl = wlcf->ttl;
+    lk->hold = wlcf->hold;
+    lk->dedup = wlcf->dedup;
+    lk->wait = wlcf->wait;
+    lk->queue = wlcf->queue;
+    lk->pool = r->pool;
+    lk->log = r->connection->log;
+    lk->handler = ngx_http_webhook_lock_acquire_handler;
+    lk->data = r;
+
+    rc = ngx_http_webhook_lock_take(lk);
+
+    if (rc == NGX_ERROR) {
         ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
 
-    ngx_hex_dump(ctx->token, random, NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN / 2);
-
-    token.data = ctx->token;
-    token.len = NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN;
-
-    ctx->redis_start = ngx_current_msec;
-
-    if (wlcf->wait) {
-        ctx->waiter = ngx_http_webhook_lock_redis_wait(
-                          ctx->keys.elts, ctx->keys.nelts, ctx->marks.elts,
-                          ctx->marks.nelts, &token, wlcf->ttl, wlcf->wait,
-                          wlcf->queue, ngx_http_webhook_lock_acquire_handler,
-                          r);
-        if (ctx->waiter == NULL) {
-            ngx_http_webhook_lock_decide(r, ctx, NGX_ERROR);
-            return;
-        }
-
-    } else {
-        ctx->ticket = ngx_http_webhook_lock_redis_acquire(
-                          ctx->keys.elts, ctx->keys.nelts, ctx->marks.elts,
-                          ctx->marks.nelts, &token, wlcf->ttl,
-                          ngx_http_webhook_lock_acquire_handler, r);
-        if (ctx->ticket == NULL) {
-            ngx_http_webhook_lock_decide(r, ctx, NGX_ERROR);
-            return;
-        }
+    if (rc == NGX_DECLINED) {
+        ngx_http_webhook_lock_decide(r, ctx, NGX_ERROR);
+        return;
     }
 
     /* terminate_request frees the pool whatever count says: detach then */
 
     cln = ngx_http_cleanup_add(r, 0);
     if (cln == NULL) {
-        ngx_http_webhook_lock_cancel(ctx);
+        ngx_http_webhook_lock_cancel(lk);
         ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return;
     }
 
-    cln->handler = ngx_http_webhook_lock_cancel;
+    cln->handler = ngx_http_webhook_lock_cleanup;
     cln->data = ctx;
 
     ctx->state = NGX_HTTP_WEBHOOK_LOCK_STATE_LOCKING;
@@ -649,10 +543,12 @@ ngx_http_webhook_lock_acquire(ngx_http_request_t *r,
 }
 
 
+/* a posted event: the lock's answer came */
+
 static void
-ngx_http_webhook_lock_acquire_handler(void *data, ngx_int_t rc)
+ngx_http_webhook_lock_acquire_handler(ngx_http_webhook_lock_handle_t *lk)
 {
-    ngx_http_request_t  *r = data;
+    ngx_http_request_t  *r = lk->data;
 
     ngx_connection_t             *c;
     ngx_http_webhook_lock_ctx_t  *ctx;
@@ -660,16 +556,10 @@ ngx_http_webhook_lock_acquire_handler(void *data, ngx_int_t rc)
     c = r->connection;
     ctx = ngx_http_get_module_ctx(r, ngx_http_webhook_lock_module);
 
-    ctx->ticket = NULL;
+    /* Redis's own time; with a wait, the rest was the wait */
 
-    if (ctx->waiter) {
-        /* Redis's own time; the rest was the wait */
-
-        ctx->redis_time = ngx_http_webhook_lock_redis_round_trip(ctx->waiter);
-        ctx->redis_timed = 1;
-        ctx->waiter = NULL;
-    }
-
+    ctx->redis_time = lk->round_trip;
+    ctx->redis_timed = 1;
     ctx->waiting = 0;
 
     ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_WAITING, -1);
@@ -677,9 +567,9 @@ ngx_http_webhook_lock_acquire_handler(void *data, ngx_int_t rc)
     ngx_http_set_log_request(c->log, r);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                   "webhook lock reply: %i", rc);
+                   "webhook lock reply: %i", lk->rc);
 
-    ngx_http_webhook_lock_decide(r, ctx, rc);
+    ngx_http_webhook_lock_decide(r, ctx, lk->rc);
 
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_core_run_phases(r);
@@ -703,7 +593,7 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
 
     ctx->state = NGX_HTTP_WEBHOOK_LOCK_STATE_DONE;
 
-    elapsed = ngx_current_msec - ctx->redis_start;
+    elapsed = ngx_current_msec - ctx->lock.start;
 
     if (!ctx->redis_timed) {
         ctx->redis_time = elapsed;
@@ -719,9 +609,6 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
 
     case NGX_HTTP_WEBHOOK_LOCK_REDIS_TAKEN:
     case NGX_HTTP_WEBHOOK_LOCK_REDIS_WAITED:
-        ctx->held = 1;
-        ctx->wlcf = wlcf;
-        ctx->acquired = ngx_current_msec;
         ctx->rc = NGX_DECLINED;
 
         if (rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_TAKEN) {
@@ -732,8 +619,6 @@ ngx_http_webhook_lock_decide(ngx_http_request_t *r,
             ctx->wait_time = elapsed;
         }
 
-        ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_HELD,
-                                       1);
         ngx_http_webhook_lock_stat_observe(NGX_HTTP_WEBHOOK_LOCK_HIST_WAIT,
                                            ctx->wait_time);
         return;
@@ -994,19 +879,11 @@ ngx_http_webhook_lock_send(ngx_http_request_t *r, ngx_uint_t status,
  */
 
 static void
-ngx_http_webhook_lock_cancel(void *data)
+ngx_http_webhook_lock_cleanup(void *data)
 {
     ngx_http_webhook_lock_ctx_t  *ctx = data;
 
-    if (ctx->ticket) {
-        ngx_http_webhook_lock_redis_orphan(ctx->ticket);
-        ctx->ticket = NULL;
-    }
-
-    if (ctx->waiter) {
-        ngx_http_webhook_lock_redis_leave(ctx->waiter);
-        ctx->waiter = NULL;
-    }
+    ngx_http_webhook_lock_cancel(&ctx->lock);
 
     if (ctx->waiting) {
         ctx->waiting = 0;
@@ -1019,56 +896,74 @@ ngx_http_webhook_lock_cancel(void *data)
  * The request's pool goes: whatever ended the request (a response, an
  * upstream error, a client abort, error_page), the lock is given back,
  * or kept for what is left of webhook_lock_hold.  The dedup marks become
- * "done" if the client got a 2xx, as $status shows it (a client gone
- * early is 499), and are dropped otherwise, so that the redelivery of a
- * failed message gets through.
+ * "done" if the client got a 2xx, as $status shows it, and are dropped
+ * otherwise, so that the redelivery of a failed message gets through.
+ * A request that ended while the app was still at work on it (the
+ * client gone, 504, 502 after the request was sent) leaves the lock and
+ * the marks to expire: the provider's redelivery must not walk in
+ * beside it.
  */
 
 static void
-ngx_http_webhook_lock_release(void *data)
+ngx_http_webhook_lock_end(void *data)
 {
     ngx_http_webhook_lock_ctx_t  *ctx = data;
 
-    ngx_str_t                          token;
-    ngx_uint_t                         status;
-    ngx_msec_t                         held, hold, done;
-    ngx_http_request_t                *r;
-    ngx_http_webhook_lock_loc_conf_t  *wlcf;
+    ngx_uint_t                    status;
+    ngx_http_request_t           *r;
+    ngx_http_webhook_lock_end_e   end;
 
-    if (!ctx->held) {
+    ngx_http_webhook_lock_cancel(&ctx->lock);
+
+    if (!ctx->lock.held) {
         return;
     }
-
-    ctx->held = 0;
-    wlcf = ctx->wlcf;
-
-    ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_HELD, -1);
-
-    held = ngx_current_msec - ctx->acquired;
-    hold = (wlcf->hold > held) ? wlcf->hold - held : 0;
 
     r = ctx->request;
 
     status = r->err_status ? r->err_status : r->headers_out.status;
-    done = (status >= 200 && status < 300) ? wlcf->dedup : 0;
 
-    token.data = ctx->token;
-    token.len = NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN;
+    if (!ngx_http_webhook_lock_answered(r)) {
+        end = NGX_HTTP_WEBHOOK_LOCK_END_LEFT;
 
-    /* where requests wait, the next one in the queue gets the lock */
+    } else if (status >= 200 && status < 300) {
+        end = NGX_HTTP_WEBHOOK_LOCK_END_DONE;
 
-    if (wlcf->wait) {
-        (void) ngx_http_webhook_lock_redis_handoff(ctx->keys.elts,
-                                                   ctx->keys.nelts,
-                                                   ctx->marks.elts,
-                                                   ctx->marks.nelts, &token,
-                                                   hold, done);
-        return;
+    } else {
+        end = NGX_HTTP_WEBHOOK_LOCK_END_FAILED;
     }
 
-    (void) ngx_http_webhook_lock_redis_release(ctx->keys.elts,
-                                               ctx->keys.nelts,
-                                               ctx->marks.elts,
-                                               ctx->marks.nelts, &token, hold,
-                                               done);
+    ngx_http_webhook_lock_release(&ctx->lock, end);
+}
+
+
+/*
+ * Whether the app is done with the request: no upstream was sent a byte
+ * of it without answering (a header) afterwards.  After a 504, a 499 or
+ * a 502 that came once the request was sent, the app may still be at
+ * work; after a refused connect or a complete answer it is not.
+ */
+
+static ngx_uint_t
+ngx_http_webhook_lock_answered(ngx_http_request_t *r)
+{
+    ngx_uint_t                  i;
+    ngx_http_upstream_state_t  *state;
+
+    if (r->upstream_states == NULL) {
+        return 1;
+    }
+
+    state = r->upstream_states->elts;
+
+    for (i = 0; i < r->upstream_states->nelts; i++) {
+        if (state[i].peer != NULL
+            && state[i].bytes_sent > 0
+            && state[i].header_time == (ngx_msec_t) -1)
+        {
+            return 0;
+        }
+    }
+
+    return 1;
 }

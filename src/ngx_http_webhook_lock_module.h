@@ -14,25 +14,7 @@
 
 #include "ngx_http_webhook_lock_formats.h"
 #include "ngx_http_webhook_lock_redis.h"
-#include "ngx_http_webhook_lock_redis_wait.h"
 #include "ngx_http_webhook_lock_status.h"
-
-
-#define NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN  32      /* 128 bits in hex */
-
-
-typedef enum {
-    NGX_HTTP_WEBHOOK_LOCK_NONE = 0,
-    NGX_HTTP_WEBHOOK_LOCK_ACQUIRED,
-    NGX_HTTP_WEBHOOK_LOCK_WAITED,
-    NGX_HTTP_WEBHOOK_LOCK_BUSY,
-    NGX_HTTP_WEBHOOK_LOCK_BYPASS,
-    NGX_HTTP_WEBHOOK_LOCK_DUPLICATE,
-    NGX_HTTP_WEBHOOK_LOCK_INVALID,
-    NGX_HTTP_WEBHOOK_LOCK_UNSIGNED,
-    NGX_HTTP_WEBHOOK_LOCK_ERROR,
-    NGX_HTTP_WEBHOOK_LOCK_OPEN
-} ngx_http_webhook_lock_status_e;
 
 
 typedef struct {
@@ -73,7 +55,6 @@ typedef enum {
  */
 typedef struct {
     ngx_http_request_t                  *request;
-    ngx_http_webhook_lock_loc_conf_t    *wlcf;      /* that took the lock */
     ngx_http_webhook_lock_state_e        state;
     ngx_http_webhook_lock_status_e       status;
     ngx_int_t                            rc;        /* decision to return */
@@ -82,17 +63,11 @@ typedef struct {
     ngx_str_t                            detail;    /* why it is invalid */
     ngx_str_t                           *sender;    /* keyed now, or NULL */
     ngx_array_t                          keys;      /* of ngx_str_t */
-    ngx_array_t                          marks;     /* dedup, of ngx_str_t */
-    u_char                               token[NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN];
+    ngx_http_webhook_lock_handle_t       lock;
 
-    ngx_http_webhook_lock_ticket_t      *ticket;    /* pending acquire */
-    ngx_http_webhook_lock_waiter_t      *waiter;    /* or waiting */
-    ngx_msec_t                           acquired;  /* when, for the hold */
-    ngx_msec_t                           redis_start;
     ngx_msec_t                           redis_time;
     ngx_msec_t                           wait_time;
 
-    unsigned                             held:1;    /* release at the end */
     unsigned                             redis_timed:1;
     unsigned                             body_async:1;
     unsigned                             redirected:1;
@@ -103,7 +78,6 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_webhook_lock_module;
-extern ngx_str_t     ngx_http_webhook_lock_status_names[];
 
 
 ngx_int_t ngx_http_webhook_lock_handler(ngx_http_request_t *r);

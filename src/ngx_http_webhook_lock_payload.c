@@ -46,21 +46,11 @@
 #endif
 
 
-typedef struct {
-    ngx_pool_t                    *pool;
-    ngx_array_t                   *out;
-    ngx_str_t                     *detail;
-    ngx_http_webhook_lock_path_t  *path;
-} ngx_http_webhook_lock_collect_t;
-
-
 static char *ngx_http_webhook_lock_path_error(ngx_conf_t *cf, ngx_str_t *text,
     char *err, u_char *pos);
 static ngx_int_t ngx_http_webhook_lock_path_step(
     ngx_http_webhook_lock_path_t *path, ngx_uint_t i, cJSON *node,
     ngx_http_webhook_lock_value_pt handler, void *data);
-static ngx_int_t ngx_http_webhook_lock_collect_value(void *data,
-    ngx_str_t *value);
 static size_t ngx_http_webhook_lock_utf8_char(u_char *p, u_char *last);
 static ngx_inline size_t ngx_http_webhook_lock_utf8_seq(u_char *p,
     u_char *last);
@@ -403,55 +393,6 @@ ngx_http_webhook_lock_path_step(ngx_http_webhook_lock_path_t *path,
     }
 
     return ngx_http_webhook_lock_path_step(path, i + 1, child, handler, data);
-}
-
-
-ngx_int_t
-ngx_http_webhook_lock_path_collect(ngx_pool_t *pool,
-    ngx_http_webhook_lock_path_t *path, cJSON *root, ngx_array_t *out,
-    ngx_str_t *detail)
-{
-    ngx_http_webhook_lock_collect_t  cl;
-
-    cl.pool = pool;
-    cl.out = out;
-    cl.detail = detail;
-    cl.path = path;
-
-    return ngx_http_webhook_lock_path_walk(path, root,
-                                           ngx_http_webhook_lock_collect_value,
-                                           &cl);
-}
-
-
-static ngx_int_t
-ngx_http_webhook_lock_collect_value(void *data, ngx_str_t *value)
-{
-    ngx_http_webhook_lock_collect_t *cl = data;
-
-    ngx_str_t  *s;
-
-    if (value->len > NGX_HTTP_WEBHOOK_LOCK_VALUE_MAX) {
-        return ngx_http_webhook_lock_detail(cl->pool, cl->detail,
-                                            "value longer than %d bytes at %V",
-                                            NGX_HTTP_WEBHOOK_LOCK_VALUE_MAX,
-                                            &cl->path->text);
-    }
-
-    s = ngx_array_push(cl->out);
-    if (s == NULL) {
-        return NGX_ERROR;
-    }
-
-    s->len = value->len;
-    s->data = ngx_pnalloc(cl->pool, value->len);
-    if (s->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(s->data, value->data, value->len);
-
-    return NGX_OK;
 }
 
 

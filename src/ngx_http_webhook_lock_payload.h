@@ -12,8 +12,6 @@
 #include <ngx_core.h>
 #include <cjson/cJSON.h>
 
-#include "ngx_http_webhook_lock_formats.h"
-
 
 #define NGX_HTTP_WEBHOOK_LOCK_PATH_ALL     (-1)    /* "[*]" */
 #define NGX_HTTP_WEBHOOK_LOCK_PATH_MAX     64      /* segments in a PATH */
@@ -26,6 +24,28 @@
 
 /* bytes between the quotes from which the module decodes a string */
 #define NGX_HTTP_WEBHOOK_LOCK_JSON_LONG    256
+
+
+typedef struct ngx_http_webhook_lock_path_s  ngx_http_webhook_lock_path_t;
+
+
+/* what a location looks for in a body */
+
+typedef struct {
+    ngx_uint_t     format;
+    ngx_array_t   *senders;        /* of ngx_http_webhook_lock_path_t *  */
+    ngx_array_t   *message_ids;    /* NULL: the format's own rules       */
+    ngx_array_t   *inboxes;
+} ngx_http_webhook_lock_rules_t;
+
+
+/* what it found */
+
+typedef struct {
+    ngx_str_t      inbox;          /* len == 0: the body names none      */
+    ngx_array_t    senders;        /* of ngx_str_t, distinct, body order */
+    ngx_array_t    message_ids;    /* of ngx_str_t, distinct, body order */
+} ngx_http_webhook_lock_payload_t;
 
 
 /* a name is NUL-terminated, for cJSON_GetObjectItemCaseSensitive() */
@@ -119,15 +139,6 @@ extern size_t  ngx_http_webhook_lock_json_long;
  */
 ngx_uint_t ngx_http_webhook_lock_json_value(cJSON *item, u_char *buf,
     ngx_str_t *value);
-
-/*
- * Appends to "out" (ngx_str_t) every string or number the path reaches.
- * NGX_DECLINED with "detail" when a value is too long, NGX_ERROR on
- * memory.
- */
-ngx_int_t ngx_http_webhook_lock_path_collect(ngx_pool_t *pool,
-    ngx_http_webhook_lock_path_t *path, cJSON *root, ngx_array_t *out,
-    ngx_str_t *detail);
 
 /*
  * application/x-www-form-urlencoded: fills "fields" (ngx_keyval_t,

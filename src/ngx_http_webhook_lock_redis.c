@@ -9,12 +9,25 @@
 #include <ngx_event.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
+#include <openssl/rand.h>
 
 #include "ngx_http_webhook_lock_redis.h"
 #include "ngx_http_webhook_lock_redis_wait.h"
 #include "ngx_http_webhook_lock_status.h"
 
 
+/* the longest dedup mark */
+#define NGX_HTTP_WEBHOOK_LOCK_KEY_MAX  1024
+
+
+static ngx_int_t ngx_http_webhook_lock_marks(
+    ngx_http_webhook_lock_handle_t *lk);
+static u_char *ngx_http_webhook_lock_random(ngx_log_t *log);
+static void ngx_http_webhook_lock_answer(void *data, ngx_int_t rc);
+static void ngx_http_webhook_lock_answer_handler(ngx_event_t *ev);
+static void ngx_http_webhook_lock_renew_handler(ngx_event_t *ev);
+static void ngx_http_webhook_lock_redis_flush(
+    ngx_http_webhook_lock_redis_t *rd, ngx_int_t rc);
 static ngx_int_t ngx_http_webhook_lock_redis_defer(
     ngx_http_webhook_lock_redis_t *rd, ngx_http_webhook_lock_ticket_t *t);
 static void ngx_http_webhook_lock_redis_resend(
@@ -52,6 +65,7 @@ ngx_http_webhook_lock_redis_init_process(ngx_cycle_t *cycle,
     rd->conf = rcf;
 
     ngx_queue_init(&rd->deferred);
+    ngx_queue_init(&rd->connecting);
 
     ngx_http_webhook_lock_scripts_init();
 
@@ -90,16 +104,19 @@ ngx_http_webhook_lock_redis_exit_process(ngx_cycle_t *cycle)
     }
 
     /*
-     * The requests are gone, or about to be without running again:
-     * pending handlers are not called, tickets and waiters only freed.
+     * The requests are gone, or about to be without running again: every
+     * lock handle still attached is detached, nothing more.
      */
 
     rd->exiting = 1;
 
-    ngx_http_webhook_lock_wait_exit(rd);
+    /* the commands in flight complete (with NULL), then what waits */
 
     ngx_http_webhook_lock_conn_exit(&rd->cmd);
     ngx_http_webhook_lock_conn_exit(&rd->sub);
+
+    ngx_http_webhook_lock_redis_flush(rd, NGX_ERROR);
+    ngx_http_webhook_lock_wait_exit(rd);
 
     while (!ngx_queue_empty(&rd->deferred)) {
         q = ngx_queue_head(&rd->deferred);
@@ -114,96 +131,342 @@ ngx_http_webhook_lock_redis_exit_process(ngx_cycle_t *cycle)
 }
 
 
-ngx_http_webhook_lock_ticket_t *
-ngx_http_webhook_lock_redis_acquire(ngx_str_t *keys, ngx_uint_t nkeys,
-    ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token, ngx_msec_t ttl,
-    ngx_http_webhook_lock_reply_pt handler, void *data)
+ngx_int_t
+ngx_http_webhook_lock_take(ngx_http_webhook_lock_handle_t *lk)
 {
+    u_char                          *random;
+    ngx_str_t                        token;
     ngx_http_webhook_lock_redis_t   *rd;
     ngx_http_webhook_lock_ticket_t  *t;
+    ngx_http_webhook_lock_waiter_t  *w;
 
     rd = &ngx_http_webhook_lock_worker;
 
-    /* not ready (down, connecting, backing off): nobody waits for it */
-
-    if (rd->cmd.state != NGX_HTTP_WEBHOOK_LOCK_REDIS_READY || nkeys == 0) {
-        return NULL;
+    random = ngx_http_webhook_lock_random(lk->log);
+    if (random == NULL) {
+        return NGX_ERROR;
     }
 
-    if (ngx_http_webhook_lock_redis_overloaded(rd)) {
-        return NULL;
+    ngx_hex_dump(lk->token, random, NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN / 2);
+
+    token.data = lk->token;
+    token.len = NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN;
+
+    if (lk->dedup && lk->nids && ngx_http_webhook_lock_marks(lk) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    t = ngx_http_webhook_lock_script_acquire(keys, nkeys, marks, nmarks,
-                                             token, ttl);
+    lk->start = ngx_current_msec;
+
+    lk->event.handler = ngx_http_webhook_lock_answer_handler;
+    lk->event.data = lk;
+    lk->event.log = lk->log;
+
+    if (!rd->active || rd->exiting || lk->nkeys == 0
+        || ngx_http_webhook_lock_redis_overloaded(rd))
+    {
+        return NGX_DECLINED;
+    }
+
+    if (lk->wait) {
+        w = ngx_http_webhook_lock_redis_wait(lk->keys, lk->nkeys, lk->marks,
+                                             lk->nmarks, &token, lk->ttl,
+                                             lk->wait, lk->queue,
+                                             ngx_http_webhook_lock_answer,
+                                             lk);
+        if (w == NULL) {
+            return NGX_DECLINED;
+        }
+
+        lk->op = w;
+
+        return NGX_AGAIN;
+    }
+
+    t = ngx_http_webhook_lock_script_acquire(lk->keys, lk->nkeys, lk->marks,
+                                             lk->nmarks, &token, lk->ttl);
     if (t == NULL) {
-        return NULL;
+        return NGX_DECLINED;
     }
 
-    t->handler = handler;
-    t->data = data;
+    t->handler = ngx_http_webhook_lock_answer;
+    t->data = lk;
 
-    if (ngx_http_webhook_lock_redis_send(rd, t) != NGX_OK) {
+    if (ngx_http_webhook_lock_redis_submit(rd, t) != NGX_OK) {
         ngx_free(t);
-        return NULL;
+        return NGX_DECLINED;
     }
 
-    return t;
-}
+    lk->op = t;
 
-
-ngx_int_t
-ngx_http_webhook_lock_redis_release(ngx_str_t *keys, ngx_uint_t nkeys,
-    ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token, ngx_msec_t hold,
-    ngx_msec_t done)
-{
-    ngx_http_webhook_lock_redis_t   *rd;
-    ngx_http_webhook_lock_ticket_t  *t;
-
-    rd = &ngx_http_webhook_lock_worker;
-
-    if (!rd->active || rd->exiting || nkeys == 0) {
-        return NGX_ERROR;
-    }
-
-    t = ngx_http_webhook_lock_script_release(keys, nkeys, marks, nmarks,
-                                             token, hold, done);
-    if (t == NULL) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_webhook_lock_redis_post(rd, t);
-}
-
-
-ngx_int_t
-ngx_http_webhook_lock_redis_handoff(ngx_str_t *keys, ngx_uint_t nkeys,
-    ngx_str_t *marks, ngx_uint_t nmarks, ngx_str_t *token, ngx_msec_t hold,
-    ngx_msec_t done)
-{
-    ngx_http_webhook_lock_redis_t   *rd;
-    ngx_http_webhook_lock_ticket_t  *t;
-
-    rd = &ngx_http_webhook_lock_worker;
-
-    if (!rd->active || rd->exiting || nkeys == 0) {
-        return NGX_ERROR;
-    }
-
-    t = ngx_http_webhook_lock_script_handoff(keys, nkeys, marks, nmarks,
-                                             token, hold, done);
-    if (t == NULL) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_webhook_lock_redis_post(rd, t);
+    return NGX_AGAIN;
 }
 
 
 void
-ngx_http_webhook_lock_redis_orphan(ngx_http_webhook_lock_ticket_t *t)
+ngx_http_webhook_lock_cancel(ngx_http_webhook_lock_handle_t *lk)
 {
-    t->handler = NULL;
+    ngx_http_webhook_lock_ticket_t  *t;
+
+    if (lk->op) {
+        if (lk->wait) {
+            ngx_http_webhook_lock_redis_leave(lk->op);
+
+        } else {
+            /* a lock taken for nobody is given back when it comes */
+            t = lk->op;
+            t->handler = NULL;
+        }
+
+        lk->op = NULL;
+    }
+
+    if (lk->event.posted) {
+        ngx_delete_posted_event(&lk->event);
+    }
+}
+
+
+void
+ngx_http_webhook_lock_release(ngx_http_webhook_lock_handle_t *lk,
+    ngx_http_webhook_lock_end_e end)
+{
+    ngx_str_t                        token;
+    ngx_msec_t                       held, hold, done;
+    ngx_http_webhook_lock_redis_t   *rd;
+    ngx_http_webhook_lock_ticket_t  *t;
+
+    if (!lk->held) {
+        return;
+    }
+
+    lk->held = 0;
+
+    if (lk->renew.timer_set) {
+        ngx_del_timer(&lk->renew);
+    }
+
+    ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_HELD, -1);
+
+    held = ngx_current_msec - lk->acquired;
+
+    if (end == NGX_HTTP_WEBHOOK_LOCK_END_LEFT) {
+        ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_LEFT,
+                                       1);
+
+        ngx_log_error(NGX_LOG_WARN, lk->log, 0,
+                      "webhook lock left to expire: the request ended "
+                      "before the app answered, held %Mms, key \"%V\"",
+                      held, &lk->keys[0]);
+        return;
+    }
+
+    rd = &ngx_http_webhook_lock_worker;
+
+    if (!rd->active || rd->exiting) {
+        return;
+    }
+
+    hold = (lk->hold > held) ? lk->hold - held : 0;
+    done = (end == NGX_HTTP_WEBHOOK_LOCK_END_DONE) ? lk->dedup : 0;
+
+    token.data = lk->token;
+    token.len = NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN;
+
+    /* where requests wait, the next one in the queue gets the lock */
+
+    if (lk->wait) {
+        t = ngx_http_webhook_lock_script_handoff(lk->keys, lk->nkeys,
+                                                 lk->marks, lk->nmarks,
+                                                 &token, hold, done);
+
+    } else {
+        t = ngx_http_webhook_lock_script_release(lk->keys, lk->nkeys,
+                                                 lk->marks, lk->nmarks,
+                                                 &token, hold, done);
+    }
+
+    if (t) {
+        (void) ngx_http_webhook_lock_redis_post(rd, t);
+    }
+}
+
+
+/*
+ * The completion of the command or the wait, whatever ended it: the op
+ * is detached here and is gone once this returns.  The request hears of
+ * it from a posted event: this may run inside hiredis.
+ */
+
+static void
+ngx_http_webhook_lock_answer(void *data, ngx_int_t rc)
+{
+    ngx_http_webhook_lock_handle_t *lk = data;
+
+    if (lk->wait) {
+        /* Redis's own time; the rest was the wait */
+        lk->round_trip = ngx_http_webhook_lock_redis_round_trip(lk->op);
+
+    } else {
+        lk->round_trip = ngx_current_msec - lk->start;
+    }
+
+    lk->op = NULL;
+    lk->rc = rc;
+
+    if (rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_TAKEN
+        || rc == NGX_HTTP_WEBHOOK_LOCK_REDIS_WAITED)
+    {
+        lk->held = 1;
+        lk->acquired = ngx_current_msec;
+
+        ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_HELD,
+                                       1);
+
+        /* cancelable: a request in the app keeps the worker anyway */
+
+        lk->renew.handler = ngx_http_webhook_lock_renew_handler;
+        lk->renew.data = lk;
+        lk->renew.log = lk->log;
+        lk->renew.cancelable = 1;
+
+        ngx_add_timer(&lk->renew, ngx_max(lk->ttl / 3, 1));
+    }
+
+    ngx_post_event(&lk->event, &ngx_posted_events);
+}
+
+
+static void
+ngx_http_webhook_lock_answer_handler(ngx_event_t *ev)
+{
+    ngx_http_webhook_lock_handle_t *lk = ev->data;
+
+    lk->handler(lk);
+}
+
+
+/*
+ * The lock covers the app's work, however long: renewed every third of
+ * its ttl while held.  A renewal that cannot go now (Redis away, too
+ * busy) is simply skipped: the next one comes a third of a ttl later.
+ */
+
+static void
+ngx_http_webhook_lock_renew_handler(ngx_event_t *ev)
+{
+    ngx_http_webhook_lock_handle_t *lk = ev->data;
+
+    ngx_str_t                        token;
+    ngx_http_webhook_lock_redis_t   *rd;
+    ngx_http_webhook_lock_ticket_t  *t;
+
+    rd = &ngx_http_webhook_lock_worker;
+
+    if (!lk->held || rd->exiting) {
+        return;
+    }
+
+    ngx_add_timer(&lk->renew, ngx_max(lk->ttl / 3, 1));
+
+    if (rd->cmd.state != NGX_HTTP_WEBHOOK_LOCK_REDIS_READY
+        || rd->pending >= rd->conf->max_pending)
+    {
+        return;
+    }
+
+    token.data = lk->token;
+    token.len = NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN;
+
+    t = ngx_http_webhook_lock_script_renew(lk->keys, lk->nkeys, &token,
+                                           lk->ttl);
+    if (t == NULL) {
+        return;
+    }
+
+    if (ngx_http_webhook_lock_redis_send(rd, t) != NGX_OK) {
+        ngx_free(t);
+    }
+}
+
+
+/*
+ * webhook_dedup: one mark per message id, "webhook:dedup:{INBOX}:ID".
+ * An id that cannot be marked turns dedup off for the whole body, which
+ * is then forwarded: a duplicate is better than a message lost.
+ */
+
+static ngx_int_t
+ngx_http_webhook_lock_marks(ngx_http_webhook_lock_handle_t *lk)
+{
+    u_char      *p;
+    size_t       len, size;
+    ngx_uint_t   i;
+
+    size = 0;
+
+    for (i = 0; i < lk->nids; i++) {
+        len = sizeof("webhook:dedup:{}:") - 1 + lk->inbox.len
+              + lk->ids[i].len;
+
+        if (len > NGX_HTTP_WEBHOOK_LOCK_KEY_MAX) {
+            ngx_log_error(NGX_LOG_ERR, lk->log, 0,
+                          "webhook dedup key of %uz bytes is too long, "
+                          "message \"%V\" not deduplicated", len,
+                          &lk->ids[i]);
+            return NGX_OK;
+        }
+
+        size += len;
+    }
+
+    lk->marks = ngx_palloc(lk->pool, lk->nids * sizeof(ngx_str_t));
+    if (lk->marks == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(lk->pool, size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < lk->nids; i++) {
+        lk->marks[i].data = p;
+        p = ngx_sprintf(p, "webhook:dedup:{%V}:%V", &lk->inbox, &lk->ids[i]);
+        lk->marks[i].len = p - lk->marks[i].data;
+    }
+
+    lk->nmarks = lk->nids;
+
+    return NGX_OK;
+}
+
+
+/*
+ * 128 random bits for a token, cut from a per-worker buffer that
+ * RAND_bytes() fills 4 KB at a time: one call per 256 requests instead
+ * of one per request.  Only workers lock, so the master never fills it
+ * and every worker starts with its own.
+ */
+
+static u_char *
+ngx_http_webhook_lock_random(ngx_log_t *log)
+{
+    static u_char  buf[4096];
+    static size_t  left;
+
+    if (left < NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN / 2) {
+        if (RAND_bytes(buf, sizeof(buf)) != 1) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0, "RAND_bytes() failed");
+            return NULL;
+        }
+
+        left = sizeof(buf);
+    }
+
+    left -= NGX_HTTP_WEBHOOK_LOCK_TOKEN_LEN / 2;
+
+    return buf + left;
 }
 
 
@@ -247,6 +510,95 @@ ngx_http_webhook_lock_redis_post(ngx_http_webhook_lock_redis_t *rd,
     t->start = ngx_current_msec;
 
     return ngx_http_webhook_lock_redis_defer(rd, t);
+}
+
+
+/*
+ * A command with an answer: sent now when Redis is ready, or sent once
+ * it is when the connection is being made, so that a worker's start, a
+ * reload or a reconnect does not turn requests to the failure policy.
+ * That wait counts in max_pending and lasts at most connect_timeout.
+ */
+
+ngx_int_t
+ngx_http_webhook_lock_redis_submit(ngx_http_webhook_lock_redis_t *rd,
+    ngx_http_webhook_lock_ticket_t *t)
+{
+    switch (rd->cmd.state) {
+
+    case NGX_HTTP_WEBHOOK_LOCK_REDIS_READY:
+        return ngx_http_webhook_lock_redis_send(rd, t);
+
+    case NGX_HTTP_WEBHOOK_LOCK_REDIS_CONNECTING:
+    case NGX_HTTP_WEBHOOK_LOCK_REDIS_SETUP:
+        break;
+
+    default:
+        return NGX_ERROR;
+    }
+
+    if (rd->exiting) {
+        return NGX_ERROR;
+    }
+
+    t->start = ngx_current_msec;
+    t->connecting = 1;
+
+    t->timer.handler = ngx_http_webhook_lock_redis_timeout;
+    t->timer.data = t;
+    t->timer.log = ngx_cycle->log;
+
+    ngx_add_timer(&t->timer, rd->conf->connect_timeout);
+
+    ngx_queue_insert_tail(&rd->connecting, &t->queue);
+    rd->pending++;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "webhook redis %s waits for the connection", t->argv[0]);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The connection is ready (NGX_OK): what waited for it goes out; or it
+ * failed (NGX_ERROR): what waited fails too.
+ */
+
+static void
+ngx_http_webhook_lock_redis_flush(ngx_http_webhook_lock_redis_t *rd,
+    ngx_int_t rc)
+{
+    ngx_queue_t                     *q;
+    ngx_http_webhook_lock_reply_pt   handler;
+    ngx_http_webhook_lock_ticket_t  *t;
+
+    while (!ngx_queue_empty(&rd->connecting)) {
+        q = ngx_queue_head(&rd->connecting);
+        ngx_queue_remove(q);
+
+        t = ngx_queue_data(q, ngx_http_webhook_lock_ticket_t, queue);
+
+        t->connecting = 0;
+        rd->pending--;
+
+        if (t->timer.timer_set) {
+            ngx_del_timer(&t->timer);
+        }
+
+        if (rc == NGX_OK && ngx_http_webhook_lock_redis_send(rd, t) == NGX_OK)
+        {
+            continue;
+        }
+
+        handler = t->handler;
+
+        if (handler) {
+            handler(t->data, NGX_ERROR);
+        }
+
+        ngx_free(t);
+    }
 }
 
 
@@ -401,10 +753,9 @@ ngx_http_webhook_lock_redis_reply(redisAsyncContext *ac, void *r,
 
     rd->pending--;
 
-    handler = rd->exiting ? NULL : t->handler;
+    /* even when exiting: whoever holds the ticket lets go of it */
 
-    /* the handler may orphan its own ticket: harmless, t is still here */
-
+    handler = t->handler;
     t->handler = NULL;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
@@ -415,9 +766,15 @@ ngx_http_webhook_lock_redis_reply(redisAsyncContext *ac, void *r,
         handler(t->data, rc);
     }
 
-    /* a wait leaves the queue by itself when it ends without the lock */
+    /*
+     * A wait leaves the queue by itself when it ends without the lock;
+     * a renewal lost is simply the next one's to do.
+     */
 
-    if (rd->exiting || t->command == NGX_HTTP_WEBHOOK_LOCK_CMD_WAIT) {
+    if (rd->exiting
+        || t->command == NGX_HTTP_WEBHOOK_LOCK_CMD_WAIT
+        || t->command == NGX_HTTP_WEBHOOK_LOCK_CMD_RENEW)
+    {
         ngx_free(t);
         return;
     }
@@ -452,10 +809,12 @@ ngx_http_webhook_lock_redis_reply(redisAsyncContext *ac, void *r,
          * the acquire on the same connection, not after the ttl.
          */
 
-        (void) ngx_http_webhook_lock_redis_release(t->keys, t->nkeys,
-                                                   t->keys + t->nkeys,
-                                                   t->nmarks, &t->token, 0,
-                                                   0);
+        rt = ngx_http_webhook_lock_script_release(t->keys, t->nkeys,
+                                                  t->keys + t->nkeys,
+                                                  t->nmarks, &t->token, 0, 0);
+        if (rt) {
+            (void) ngx_http_webhook_lock_redis_post(rd, rt);
+        }
     }
 
     ngx_free(t);
@@ -511,6 +870,21 @@ ngx_http_webhook_lock_redis_timeout(ngx_event_t *ev)
 
     t->handler = NULL;
 
+    if (t->connecting) {
+
+        /* never sent: the connection is not made within connect_timeout */
+
+        ngx_queue_remove(&t->queue);
+        ngx_http_webhook_lock_worker.pending--;
+        ngx_free(t);
+
+        if (handler) {
+            handler(data, NGX_ERROR);
+        }
+
+        return;
+    }
+
     ngx_http_webhook_lock_stat_add(NGX_HTTP_WEBHOOK_LOCK_STAT_REDIS_TIMEOUTS,
                                    1);
 
@@ -563,6 +937,7 @@ ngx_http_webhook_lock_redis_ready(ngx_http_webhook_lock_conn_t *cn)
     }
 
     ngx_http_webhook_lock_redis_resend(rd);
+    ngx_http_webhook_lock_redis_flush(rd, NGX_OK);
 }
 
 
@@ -573,6 +948,7 @@ ngx_http_webhook_lock_redis_lost(ngx_http_webhook_lock_conn_t *cn)
 
     ngx_http_webhook_lock_redis_unready(rd);
 
+    ngx_http_webhook_lock_redis_flush(rd, NGX_ERROR);
     ngx_http_webhook_lock_wait_lost(rd);
 }
 

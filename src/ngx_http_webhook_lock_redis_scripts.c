@@ -525,6 +525,7 @@ ngx_http_webhook_lock_script_reply(redisAsyncContext *ac, void *r,
  *       channel lease
  *   EVALSHA queue 2N+M key... key:q... mark... r token N done hold
  *   EVALSHA queue 2N+M key... key:q... mark... l token N ttl
+ *   EVALSHA release N key... token ttl (a renewal)
  *
  * A resend rewrites the last argument, the hold of a release: it is the
  * last number in the buffer too, with room for NGX_INT_T_LEN.
@@ -732,6 +733,37 @@ ngx_http_webhook_lock_script_leave(ngx_str_t *keys, ngx_uint_t nkeys,
 }
 
 
+ngx_http_webhook_lock_ticket_t *
+ngx_http_webhook_lock_script_renew(ngx_str_t *keys, ngx_uint_t nkeys,
+    ngx_str_t *token, ngx_msec_t ttl)
+{
+    int                              n;
+    u_char                          *p;
+    ngx_http_webhook_lock_ticket_t  *t;
+
+    t = ngx_http_webhook_lock_script_alloc(NGX_HTTP_WEBHOOK_LOCK_CMD_RENEW,
+                                           (int) nkeys + 5, keys, nkeys,
+                                           NULL, 0, token, &p);
+    if (t == NULL) {
+        return NULL;
+    }
+
+    /* the release script, with the ttl for a hold: the same test */
+
+    n = 0;
+    p = ngx_http_webhook_lock_script_keys(t,
+                                          &ngx_http_webhook_lock_release_script,
+                                          0, &n, p);
+
+    ngx_http_webhook_lock_script_arg(t, n++, t->token.data, t->token.len);
+    (void) ngx_http_webhook_lock_script_number(t, n, p, ttl);
+
+    t->ms = ttl;
+
+    return t;
+}
+
+
 /* one allocation: the ticket, keys, argv, argvlen, then the bytes */
 
 static ngx_http_webhook_lock_ticket_t *
@@ -745,7 +777,8 @@ ngx_http_webhook_lock_script_alloc(ngx_http_webhook_lock_command_e command,
     ngx_uint_t                       i, queue;
     ngx_http_webhook_lock_ticket_t  *t;
 
-    queue = (command >= NGX_HTTP_WEBHOOK_LOCK_CMD_WAIT);
+    queue = (command >= NGX_HTTP_WEBHOOK_LOCK_CMD_WAIT
+             && command <= NGX_HTTP_WEBHOOK_LOCK_CMD_LEAVE);
 
     size = ngx_align(sizeof(ngx_http_webhook_lock_ticket_t), sizeof(void *))
            + (nkeys + nmarks) * sizeof(ngx_str_t)

@@ -23,7 +23,8 @@ typedef enum {
     NGX_HTTP_WEBHOOK_LOCK_CMD_RELEASE,
     NGX_HTTP_WEBHOOK_LOCK_CMD_WAIT,            /* queue script: take or queue */
     NGX_HTTP_WEBHOOK_LOCK_CMD_HANDOFF,         /* release to the queue */
-    NGX_HTTP_WEBHOOK_LOCK_CMD_LEAVE            /* out of the queue */
+    NGX_HTTP_WEBHOOK_LOCK_CMD_LEAVE,           /* out of the queue */
+    NGX_HTTP_WEBHOOK_LOCK_CMD_RENEW            /* the ttl again, if ours */
 } ngx_http_webhook_lock_command_e;
 
 
@@ -72,6 +73,7 @@ struct ngx_http_webhook_lock_ticket_s {
     const char                         **argv;      /* for the EVAL retry */
     size_t                              *argvlen;
     unsigned                             retried:1;
+    unsigned                             connecting:1; /* not sent yet */
 };
 
 
@@ -116,6 +118,10 @@ ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_script_handoff(
 ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_script_leave(
     ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *marks, ngx_uint_t nmarks,
     ngx_str_t *token, ngx_msec_t ttl);
+
+/* the release script as a renewal: the ttl again, if still ours */
+ngx_http_webhook_lock_ticket_t *ngx_http_webhook_lock_script_renew(
+    ngx_str_t *keys, ngx_uint_t nkeys, ngx_str_t *token, ngx_msec_t ttl);
 
 /* NOSCRIPT: the same arguments, as EVAL with the script's text */
 void ngx_http_webhook_lock_script_eval(ngx_http_webhook_lock_ticket_t *t);

@@ -137,8 +137,8 @@ ngx_http_webhook_lock_wait_init(ngx_cycle_t *cycle,
 
 
 /*
- * The requests are gone, or about to be without running again: waiters
- * are only freed.
+ * The worker exits: every waiter ends, its handler told (which detaches
+ * whoever held it), nothing sent.
  */
 
 void
@@ -153,19 +153,9 @@ ngx_http_webhook_lock_wait_exit(ngx_http_webhook_lock_redis_t *rd)
 
     while (!ngx_queue_empty(&rd->waiters)) {
         q = ngx_queue_head(&rd->waiters);
-        ngx_queue_remove(q);
-
         w = ngx_queue_data(q, ngx_http_webhook_lock_waiter_t, queue);
 
-        if (w->wait.timer_set) {
-            ngx_del_timer(&w->wait);
-        }
-
-        if (w->timer.timer_set) {
-            ngx_del_timer(&w->timer);
-        }
-
-        ngx_free(w);
+        ngx_http_webhook_lock_wait_finish(w, NGX_ERROR);
     }
 }
 
@@ -201,10 +191,7 @@ ngx_http_webhook_lock_redis_wait(ngx_str_t *keys, ngx_uint_t nkeys,
 
     rd = &ngx_http_webhook_lock_worker;
 
-    if (rd->cmd.state != NGX_HTTP_WEBHOOK_LOCK_REDIS_READY
-        || !rd->conf->queue
-        || nkeys == 0)
-    {
+    if (!rd->conf->queue || nkeys == 0) {
         return NULL;
     }
 
@@ -328,7 +315,7 @@ ngx_http_webhook_lock_wait_ask(ngx_http_webhook_lock_redis_t *rd,
     t->handler = ngx_http_webhook_lock_wait_answer;
     t->data = w;
 
-    if (ngx_http_webhook_lock_redis_send(rd, t) != NGX_OK) {
+    if (ngx_http_webhook_lock_redis_submit(rd, t) != NGX_OK) {
         ngx_free(t);
         return NGX_ERROR;
     }
@@ -507,7 +494,7 @@ ngx_http_webhook_lock_wait_finish(ngx_http_webhook_lock_waiter_t *w,
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "webhook redis wait done: %i, leave:%ui", rc, leave);
 
-    handler = rd->exiting ? NULL : w->handler;
+    handler = w->handler;
 
     if (handler) {
         handler(w->data, rc);

@@ -8,7 +8,6 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include "ngx_http_webhook_lock_module.h"
 #include "ngx_http_webhook_lock_status.h"
 
 
@@ -70,6 +69,22 @@ static u_char *ngx_http_webhook_lock_status_escape(u_char *p,
     ngx_http_webhook_lock_stat_slot_t *slot);
 
 
+/* the values of $webhook_lock_status, as webhook_status counts them */
+
+ngx_str_t  ngx_http_webhook_lock_status_names[] = {
+    ngx_null_string,
+    ngx_string("acquired"),
+    ngx_string("waited"),
+    ngx_string("busy"),
+    ngx_string("bypass"),
+    ngx_string("duplicate"),
+    ngx_string("invalid"),
+    ngx_string("unsigned"),
+    ngx_string("error"),
+    ngx_string("open")
+};
+
+
 /* upper bounds in milliseconds; the last bucket is +Inf */
 
 static ngx_msec_t  ngx_http_webhook_lock_stat_bounds[] = {
@@ -110,7 +125,12 @@ static struct {
 
     { ngx_string("webhook_lock_requests_waiting"),
       ngx_string("gauge"),
-      ngx_string("Requests waiting now for Redis or for a held lock.") }
+      ngx_string("Requests waiting now for Redis or for a held lock.") },
+
+    { ngx_string("webhook_lock_locks_left_total"),
+      ngx_string("counter"),
+      ngx_string("Locks left to expire by their ttl, not released, because "
+                 "their request ended before the app answered.") }
 };
 
 
@@ -146,11 +166,13 @@ ngx_http_webhook_lock_stat_add_zone(ngx_conf_t *cf)
     ngx_shm_zone_t                    *zone;
     ngx_http_webhook_lock_stat_ctx_t  *ctx;
 
+    /* the tag: anything of this module's own */
+
     zone = ngx_shared_memory_add(cf, &name,
                                  ngx_align(sizeof(ngx_http_webhook_lock_shm_t),
                                            ngx_pagesize)
                                  + 2 * ngx_pagesize,
-                                 &ngx_http_webhook_lock_module);
+                                 ngx_http_webhook_lock_status_names);
     if (zone == NULL || zone->data) {
         return zone;
     }

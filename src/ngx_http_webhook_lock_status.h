@@ -10,7 +10,22 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
-#include <ngx_http.h>
+
+
+/* what the gate decided for a request: $webhook_lock_status */
+
+typedef enum {
+    NGX_HTTP_WEBHOOK_LOCK_NONE = 0,
+    NGX_HTTP_WEBHOOK_LOCK_ACQUIRED,
+    NGX_HTTP_WEBHOOK_LOCK_WAITED,
+    NGX_HTTP_WEBHOOK_LOCK_BUSY,
+    NGX_HTTP_WEBHOOK_LOCK_BYPASS,
+    NGX_HTTP_WEBHOOK_LOCK_DUPLICATE,
+    NGX_HTTP_WEBHOOK_LOCK_INVALID,
+    NGX_HTTP_WEBHOOK_LOCK_UNSIGNED,
+    NGX_HTTP_WEBHOOK_LOCK_ERROR,
+    NGX_HTTP_WEBHOOK_LOCK_OPEN
+} ngx_http_webhook_lock_status_e;
 
 
 /* counters and gauges shared by every worker */
@@ -23,6 +38,7 @@ typedef enum {
     NGX_HTTP_WEBHOOK_LOCK_STAT_REDIS_CONNECTED,     /* gauge: workers */
     NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_HELD,          /* gauge */
     NGX_HTTP_WEBHOOK_LOCK_STAT_WAITING,             /* gauge */
+    NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_LEFT,          /* left to expire */
     NGX_HTTP_WEBHOOK_LOCK_STAT_N
 } ngx_http_webhook_lock_stat_e;
 
@@ -36,6 +52,10 @@ typedef enum {
 
 typedef struct ngx_http_webhook_lock_stat_slot_s
     ngx_http_webhook_lock_stat_slot_t;
+
+
+/* the names of ngx_http_webhook_lock_status_e */
+extern ngx_str_t  ngx_http_webhook_lock_status_names[];
 
 
 /* at configuration: the zone, and one slot per location name */

@@ -27,22 +27,6 @@ static ngx_int_t ngx_http_webhook_lock_join(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, ngx_array_t *a);
 
 
-/* the values of $webhook_lock_status, as webhook_status counts them */
-
-ngx_str_t  ngx_http_webhook_lock_status_names[] = {
-    ngx_null_string,
-    ngx_string("acquired"),
-    ngx_string("waited"),
-    ngx_string("busy"),
-    ngx_string("bypass"),
-    ngx_string("duplicate"),
-    ngx_string("invalid"),
-    ngx_string("unsigned"),
-    ngx_string("error"),
-    ngx_string("open")
-};
-
-
 static ngx_http_variable_t  ngx_http_webhook_lock_vars[] = {
 
     { ngx_string("webhook_sender"), NULL,

@@ -4,8 +4,10 @@
 # lock and "done" only once the client got a 2xx.  A redelivery of a done
 # message is answered 200 duplicate without the upstream; one of a message
 # still in the upstream gets 503 duplicate_in_progress; one of a message
-# that failed (500, 502, 504, client gone) goes through again.  Dedup costs
-# no Redis round trip of its own.
+# that failed (500, 502) goes through again, and so does one of a message
+# whose request ended before the app answered (504, client gone), once
+# the lock and the mark it left have expired.  Dedup costs no Redis round
+# trip of its own.
 
 use strict;
 use warnings;
@@ -66,7 +68,13 @@ server {
     }
 
     location /timeout {
+        webhook_lock_ttl 1s;
         proxy_read_timeout 300ms;
+        proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+
+    location /gone {
+        webhook_lock_ttl 1s;
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
     }
 
@@ -248,18 +256,20 @@ is(seen('m2'), 1, 'the upstream saw it once');
 
 ###############################################################################
 
-# a delivery that failed: its mark goes, the redelivery is processed
+# a delivery that failed: its mark goes, the redelivery is processed; one
+# that ended before the app answered leaves its lock and its mark to
+# expire (the app may still be at work), then the redelivery is processed
 
 my @failures = (
     [ 'upstream 500', '/hook?status=500', 500, 'm3', {} ],
     [ 'upstream down (502)', '/down', 502, 'm4', {} ],
-    [ 'upstream timeout (504)', '/timeout?delay=1', 504, 'm5', {} ],
-    [ 'client gone (499)', '/hook?delay=2', undef, 'm6',
-      { abort_after => 0.3 } ],
+    [ 'upstream timeout (504)', '/timeout?delay=1', 504, 'm5', {}, 1 ],
+    [ 'client gone (499)', '/gone?delay=2', undef, 'm6',
+      { abort_after => 0.3 }, 1 ],
 );
 
 for my $case (@failures) {
-    my ($name, $uri, $status, $id, $opts) = @$case;
+    my ($name, $uri, $status, $id, $opts, $left) = @$case;
     my $body = { inbox => 'i3', from => "s$id", id => $id };
 
     $r = post($uri, $body, %$opts);
@@ -267,8 +277,26 @@ for my $case (@failures) {
     is(logged(), "$uri " . ($status // 499) . ' acquired',
        "$name: logged with its status");
 
-    gone_soon(mark('i3', $id), "$name: the processing mark is dropped");
-    gone_soon("webhook:{i3}:s$id", "$name: the lock is released");
+    if ($left) {
+        like($redis->cmd('GET', mark('i3', $id)) // '', qr/^[0-9a-f]{32}\z/,
+             "$name: the processing mark stays");
+        ok($redis->cmd('EXISTS', "webhook:{i3}:s$id"),
+           "$name: the lock stays");
+
+        $r = post('/hook', $body);
+        is(json_of($r)->{error}, 'duplicate_in_progress',
+           "$name: a redelivery meanwhile is held back");
+
+        for (1 .. 250) {
+            last unless $redis->cmd('EXISTS', "webhook:{i3}:s$id");
+            sleep 0.02;
+        }
+    }
+
+    gone_soon(mark('i3', $id), "$name: the processing mark is dropped"
+                               . ($left ? ' (expired)' : ''));
+    gone_soon("webhook:{i3}:s$id", "$name: the lock is released"
+                                   . ($left ? ' (expired)' : ''));
 
     $r = post('/hook', $body);
     is($r->{status}, 200, "$name: the redelivery is forwarded");
