@@ -154,7 +154,7 @@ if ($signatures) {
 
 # a wrong password: Redis refuses AUTH, which is logged without it
 
-ok($h->reload(conf($wrong)), 'reloaded with a wrong password');
+ok($h->reload(conf($wrong), ready => 0), 'reloaded with a wrong password');
 $h->error_log_like(qr/WRONGPASS|invalid password|AUTH/i,
                    'the refused AUTH is logged', timeout => 3);
 
