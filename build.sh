@@ -12,6 +12,7 @@
 #                         peer and the module side by side, under 3 minutes;
 #                         the table goes to build/bench/results.md
 #   ./build.sh install    copy the module into nginx's modules directory
+#                         (MODULE_SO=/path: that one, without building)
 #   ./build.sh asan       the suite against an AddressSanitizer and
 #                         UndefinedBehaviorSanitizer build (build/asan)
 #   ./build.sh valgrind   the suite with nginx under valgrind memcheck
@@ -123,17 +124,19 @@ lint() {
 
 # as Debian's libnginx-mod-* packages: the module, a load file in
 # modules-available, enabled by a link in modules-enabled; DESTDIR=/root
-# installs under another root
+# installs under another root; MODULE_SO=/path installs that module, built
+# already, instead of building one
 install_module() {
     local root=${DESTDIR:-}
     local modules=/usr/lib/nginx/modules
     local available=/usr/share/nginx/modules-available
     local enabled=/etc/nginx/modules-enabled
     local load=mod-http-webhook-lock.conf
+    local module=${MODULE_SO:-$build/$so}
 
-    build
+    [ -n "${MODULE_SO:-}" ] || build
     mkdir -p "$root$modules" "$root$available" "$root$enabled"
-    install -m 644 "$build/$so" "$root$modules/$so"
+    install -m 644 "$module" "$root$modules/$so"
     echo "load_module modules/$so;" > "$root$available/$load"
     ln -sfn "$available/$load" "$root$enabled/50-$load"
     echo "installed $root$modules/$so"
@@ -289,5 +292,5 @@ case "$cmd" in
     fuzz)     fuzz "$@" ;;
     demo)     deps; build; exec perl "$repo/t/demo/album.pl" "$build/$so" "$@" ;;
     bench)    run_bench "$@" ;;
-    *)        sed -n '2,21p' "$0"; exit 2 ;;
+    *)        sed -n '2,22p' "$0"; exit 2 ;;
 esac
