@@ -101,19 +101,21 @@ All are killed at C<done> and at the end of the test.
 C<< $h->request($method, $uri, %opts) >> returns
 C<< { status, reason, version, headers => { lc name => value },
 header_lines => [[lc name, value], ...], body, raw, error } >>, or
-C<undef> with C<abort_after>. C<status> is C<undef> and C<error> set
-(C<timeout>, C<eof>, C<connect: ...>) when no full answer came. Options:
-C<headers> (hash or array ref of pairs; C<undef> value: do not send the
-default header), C<body>, C<chunked>, C<chunk_size> (1024), C<slow>
-(seconds before each body piece), C<abort_after> (seconds; close without
-reading), C<timeout> (10), C<port> (number or name), C<raw> (send these
+C<undef> with C<abort_after> or C<abort_on>. C<status> is C<undef> and
+C<error> set (C<timeout>, C<eof>, C<connect: ...>) when no full answer
+came. Options: C<headers> (hash or array ref of pairs; C<undef> value: do
+not send the default header), C<body>, C<chunked>, C<chunk_size> (1024),
+C<slow> (seconds before each body piece), C<abort_after> (seconds; close
+without reading), C<abort_on> (a path: close without reading once that
+file exists, at most C<timeout> seconds after sending), C<timeout> (10), C<port> (number or name), C<raw> (send these
 bytes as the whole request), C<version> (C<HTTP/1.1>). Defaults:
 C<Host: localhost>, C<Connection: close>, C<Content-Type:
 application/json> with a body, C<Content-Length> or chunked framing.
 
 C<< $h->request_async(...) >> takes the same arguments plus C<at> (an
 absolute C<Time::HiRes::time> to send at) and returns a handle;
-C<< $h->wait_all(@handles) >> returns the responses in the same order.
+C<< $h->wait_all(@handles) >> returns the responses in the same order;
+C<< $h->done_async($handle) >> is true once that response is in.
 
 =head2 Logs and the end
 
@@ -853,6 +855,12 @@ sub request {
         return undef;
     }
 
+    if (defined $opts{abort_on}) {
+        sleep 0.01 until -e $opts{abort_on} || time >= $deadline;
+        close $sock;
+        return undef;
+    }
+
     my $rd = NgxHarness::HTTP->new($sock, raw => 1);
     $rd->deadline($deadline);
 
@@ -1012,6 +1020,11 @@ sub request_async {
     return { pid => $pid, file => $file,
              deadline => time + ($opts{timeout} // 10)
                          + ($opts{abort_after} // 0) + 10 };
+}
+
+sub done_async {
+    my ($self, $hd) = @_;
+    return -e $hd->{file};
 }
 
 sub wait_all {
