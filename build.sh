@@ -18,8 +18,9 @@
 #   ./build.sh valgrind   the suite with nginx under valgrind memcheck
 #   ./build.sh fuzz [S]   each libFuzzer target of t/fuzz for S seconds (10)
 #
-# NGINX_SRC=/path builds against another nginx source tree; BUILD_DIR moves
-# the build; CC_OPT and LD_OPT add compiler and linker flags.
+# NGINX_SRC=/path builds against another nginx source tree (a release or a
+# checkout of nginx's repository); BUILD_DIR moves the build; CC_OPT and
+# LD_OPT add compiler and linker flags.
 
 set -euo pipefail
 
@@ -72,9 +73,17 @@ configure() {
     fi
 
     mkdir -p "$build/nginx"
-    for f in auto src configure; do
+    for f in auto src; do
         ln -sfn "$nginx_src/$f" "$build/nginx/$f"
     done
+
+    # a release has ./configure, a checkout of nginx's repository
+    # auto/configure
+    if [ -f "$nginx_src/configure" ]; then
+        ln -sfn "$nginx_src/configure" "$build/nginx/configure"
+    else
+        ln -sfn "$nginx_src/auto/configure" "$build/nginx/configure"
+    fi
 
     if [ -f "$build/nginx/objs/Makefile" ] \
        && [ "$build/nginx/objs/Makefile" -nt "$repo/config" ] \
@@ -292,5 +301,5 @@ case "$cmd" in
     fuzz)     fuzz "$@" ;;
     demo)     deps; build; exec perl "$repo/t/demo/album.pl" "$build/$so" "$@" ;;
     bench)    run_bench "$@" ;;
-    *)        sed -n '2,22p' "$0"; exit 2 ;;
+    *)        sed -n '2,24p' "$0"; exit 2 ;;
 esac
