@@ -134,6 +134,11 @@ Several nginx at once (a cluster sharing one Redis): one harness each,
 with the shared daemons' ports named in the others (C<port>); each ends
 with its C<done>, and C<done_testing> comes with the last of them (or at
 exit, when a harness is stopped without its C<done>).
+C<< my @nodes = NgxHarness->nodes(2, %new_opts) >> makes them, named
+C<a>, C<b>... (C<< $h->node >>, C<%%NODE%%> in a template);
+C<< NgxHarness->start_nodes(\@nodes, $tpl, share => [qw/redis
+upstream/], %start_opts) >> names the first node's ports of C<share> in
+the others, then starts each with the same template.
 
 =head2 Memory checkers
 
@@ -293,6 +298,37 @@ sub new {
 
 sub testdir { $_[0]{dir} }
 
+# several nginx nodes sharing the first one's daemons
+
+sub nodes {
+    my ($class, $n, %opts) = @_;
+
+    my @nodes = map { $class->new(%opts) } 1 .. $n;
+    my $name = 'a';
+
+    $_->{node} = $name++ for @nodes;
+
+    return @nodes;
+}
+
+sub node { $_[0]{node} // '' }
+
+sub start_nodes {
+    my ($class, $nodes, $tpl, %opts) = @_;
+
+    my ($first, @rest) = @$nodes;
+
+    for my $h (@rest) {
+        $h->port($_, $first->port($_)) for @{ $opts{share} || [] };
+    }
+
+    delete $opts{share};
+
+    $_->start($tpl, %opts) for @$nodes;
+
+    return @$nodes;
+}
+
 sub port {
     my ($self, $name, $number) = @_;
 
@@ -341,6 +377,7 @@ sub _expand {
     $text //= '';
     $text =~ s/%%PORT_([A-Za-z0-9_]+)%%/$self->port(lc $1)/ge;
     $text =~ s/%%TESTDIR%%/$self->{dir}/g;
+    $text =~ s/%%NODE%%/$self->node/ge;
 
     return $text;
 }
