@@ -37,9 +37,11 @@ are sent with every attempt (C<Content-Type: application/json> unless
 given). C<at> is the absolute time to start at (now + 0.2 s).
 
 C<wait> returns, in the order of the burst, C<< { tag, ok, attempts =>
-[ { t, port, status, error } ] } >>: C<status> 0 when no answer came,
-C<error> the C<error> member of a JSON answer (C<sender_busy>,
-C<lock_unavailable>...) or the client's error. C<statuses($results)>
+[ { t, done, port, status, error, retry_after, headers } ] } >>: C<t>
+when the attempt was sent, C<done> when it was answered, C<status> 0 when
+no answer came, C<error> the C<error> member of a JSON answer
+(C<sender_busy>, C<lock_unavailable>...) or the client's error,
+C<headers> the answer's (lower-case names). C<statuses($results)>
 counts attempts by "STATUS ERROR".
 
 =head2 Signatures
@@ -196,8 +198,10 @@ sub _deliver {
             $error = $1;
         }
 
-        push @attempts, { t => $t, port => $port, status => $status,
-                          error => $error // '' };
+        push @attempts, { t => $t, done => time, port => $port,
+                          status => $status, error => $error // '',
+                          retry_after => $res->{headers}{'retry-after'},
+                          headers => $res->{headers} || {} };
 
         return { tag => $hook->{tag}, ok => 1, attempts => \@attempts }
             if $status >= 200 && $status < 300;
