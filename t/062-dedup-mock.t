@@ -67,22 +67,14 @@ sub wait_evalshas {
 
     my @c;
 
-    for (1 .. 150) {
-        @c = evalshas($sender);
-        return @c if @c >= $count;
-        sleep 0.02;
-    }
+    $h->wait_for(sub { @c = evalshas($sender); @c >= $count });
 
     return @c;
 }
 
 sub healthy {
-    for (1 .. 60) {
-        return 1 if post()->{status} == 200;
-        sleep 0.1;
-    }
-
-    return 0;
+    return $h->wait_for(sub { (post()->{status} // 0) == 200 },
+                        interval => 0.1);
 }
 
 ok(healthy(), 'connected to the scripted server');
