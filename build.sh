@@ -5,7 +5,8 @@
 #   ./build.sh deps       install the Debian packages it needs (root), or
 #                         print the apt-get line
 #   ./build.sh test       deps, build, then prove -r t/
-#   ./build.sh demo       a live album burst through the gate (--keep to stay)
+#   ./build.sh demo       a live album burst through the gate (--keep: all
+#                         stays up until Ctrl-C)
 #   ./build.sh lint       line width, tabs and trailing blanks in src/, config
 #   ./build.sh bench      deps (and wrk, the Lua module), build, then
 #                         t/bench/run.sh: plain proxy_pass, an OpenResty
@@ -301,5 +302,5 @@ case "$cmd" in
     fuzz)     fuzz "$@" ;;
     demo)     deps; build; exec perl "$repo/t/demo/album.pl" "$build/$so" "$@" ;;
     bench)    run_bench "$@" ;;
-    *)        sed -n '2,24p' "$0"; exit 2 ;;
+    *)        sed -n '2,25p' "$0"; exit 2 ;;
 esac
