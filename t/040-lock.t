@@ -19,7 +19,9 @@ my $redis = $h->redis;
 my $up = $h->upstream(delay => 0.5);
 
 $h->start(<<'CONF');
-webhook_redis 127.0.0.1:%%PORT_REDIS%%;
+# room for a loaded machine: a setup timed out would load the scripts
+# twice, and they are counted
+webhook_redis 127.0.0.1:%%PORT_REDIS%% connect_timeout=10s timeout=10s;
 
 server {
     listen 127.0.0.1:%%PORT_NGINX%%;
