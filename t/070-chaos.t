@@ -87,7 +87,8 @@ sub album {
     }
 
     return Provider->send($h, \@hooks, uri => '/webhooks/whatsapp/12345678911',
-                          retry_cap => 1, jitter => 0.5, deadline => 40);
+                          retry_cap => 1, jitter => 0.5,
+                          deadline => 60 * $h->slowness);
 }
 
 # what the app did for the senders of one run

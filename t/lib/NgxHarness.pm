@@ -638,8 +638,8 @@ sub reload {
                             =~ /^\s*worker_processes\s+(\d+)/m;
 
             # the old workers' connections count until they are gone
-            if ($probe && !$old) {
-                $self->_wait_ready($workers // 1);
+            if ($probe) {
+                $self->_wait_ready($workers // 1, \%old);
 
             } elsif ($self->{valgrind}) {
                 sleep 2;
@@ -688,19 +688,25 @@ sub _probe {
 }
 
 sub _wait_ready {
-    my ($self, $workers) = @_;
+    my ($self, $workers, $old) = @_;
 
     my $deadline = time + 30 * $self->slowness;
-    my $n;
+    my ($n, $want);
 
     while (time < $deadline) {
+
+        # old workers still shutting down still count their connections
+
+        $want = $workers;
+        $want += grep { $old->{$_} } $self->worker_pids if $old;
+
         $n = eval { $self->status->{webhook_lock_redis_connected_workers} };
-        return 1 if ($n // 0) >= $workers;
+        return 1 if ($n // 0) >= $want;
         sleep 0.02;
     }
 
     die $self->_failure("nginx workers did not connect to Redis in time ("
-                        . ($n // 'no answer') . " of $workers)");
+                        . ($n // 'no answer') . " of $want)");
 }
 
 sub status {
