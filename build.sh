@@ -5,20 +5,23 @@
 #   ./build.sh deps       install the Debian packages it needs (root), or
 #                         print the apt-get line
 #   ./build.sh test       deps, build, then prove -r t/
-#   ./build.sh demo       a live album burst through the gate (--keep to stay)
+#   ./build.sh demo       a live album burst through the gate (--keep: all
+#                         stays up until Ctrl-C)
 #   ./build.sh lint       line width, tabs and trailing blanks in src/, config
 #   ./build.sh bench      deps (and wrk, the Lua module), build, then
 #                         t/bench/run.sh: plain proxy_pass, an OpenResty
 #                         peer and the module side by side, under 3 minutes;
 #                         the table goes to build/bench/results.md
 #   ./build.sh install    copy the module into nginx's modules directory
+#                         (MODULE_SO=/path: that one, without building)
 #   ./build.sh asan       the suite against an AddressSanitizer and
 #                         UndefinedBehaviorSanitizer build (build/asan)
 #   ./build.sh valgrind   the suite with nginx under valgrind memcheck
 #   ./build.sh fuzz [S]   each libFuzzer target of t/fuzz for S seconds (10)
 #
-# NGINX_SRC=/path builds against another nginx source tree; BUILD_DIR moves
-# the build; CC_OPT and LD_OPT add compiler and linker flags.
+# NGINX_SRC=/path builds against another nginx source tree (a release or a
+# checkout of nginx's repository); BUILD_DIR moves the build; CC_OPT and
+# LD_OPT add compiler and linker flags.
 
 set -euo pipefail
 
@@ -71,9 +74,17 @@ configure() {
     fi
 
     mkdir -p "$build/nginx"
-    for f in auto src configure; do
+    for f in auto src; do
         ln -sfn "$nginx_src/$f" "$build/nginx/$f"
     done
+
+    # a release has ./configure, a checkout of nginx's repository
+    # auto/configure
+    if [ -f "$nginx_src/configure" ]; then
+        ln -sfn "$nginx_src/configure" "$build/nginx/configure"
+    else
+        ln -sfn "$nginx_src/auto/configure" "$build/nginx/configure"
+    fi
 
     if [ -f "$build/nginx/objs/Makefile" ] \
        && [ "$build/nginx/objs/Makefile" -nt "$repo/config" ] \
@@ -123,17 +134,19 @@ lint() {
 
 # as Debian's libnginx-mod-* packages: the module, a load file in
 # modules-available, enabled by a link in modules-enabled; DESTDIR=/root
-# installs under another root
+# installs under another root; MODULE_SO=/path installs that module, built
+# already, instead of building one
 install_module() {
     local root=${DESTDIR:-}
     local modules=/usr/lib/nginx/modules
     local available=/usr/share/nginx/modules-available
     local enabled=/etc/nginx/modules-enabled
     local load=mod-http-webhook-lock.conf
+    local module=${MODULE_SO:-$build/$so}
 
-    build
+    [ -n "${MODULE_SO:-}" ] || build
     mkdir -p "$root$modules" "$root$available" "$root$enabled"
-    install -m 644 "$build/$so" "$root$modules/$so"
+    install -m 644 "$module" "$root$modules/$so"
     echo "load_module modules/$so;" > "$root$available/$load"
     ln -sfn "$available/$load" "$root$enabled/50-$load"
     echo "installed $root$modules/$so"
@@ -289,5 +302,5 @@ case "$cmd" in
     fuzz)     fuzz "$@" ;;
     demo)     deps; build; exec perl "$repo/t/demo/album.pl" "$build/$so" "$@" ;;
     bench)    run_bench "$@" ;;
-    *)        sed -n '2,21p' "$0"; exit 2 ;;
+    *)        sed -n '2,25p' "$0"; exit 2 ;;
 esac

@@ -189,8 +189,12 @@ is($h->request(GET => '/', headers => { 'X-Test-Status' => 500 })->{status},
 is($h->request(GET => '/?close=1')->{status}, 502, 'close: nginx 502');
 is($h->request(GET => '/static.txt')->{body}, 'static', 'TESTDIR');
 
+my $n = $up->requests;
 $r = $h->request(GET => '/?delay=2', timeout => 0.3);
 is($r->{error}, 'timeout', 'client timeout');
+
+# the upstream records it after its 2 s: not among the next tests' requests
+ok($up->wait_requests($n + 1, 10) > $n, 'the timed-out request recorded');
 
 # chunked request bodies, buffered and not
 
@@ -216,12 +220,17 @@ is($reqs[1]{headers}{'content-length'}, 5000, 'buffered: content length');
 
 $up->clear;
 
-my $at = time + 0.2;
+# each held in the upstream until all six are there
+
 my @hd = map {
     $h->request_async(POST => '/c/' . ($_ % 2 ? 'odd' : 'even'),
-                      body => "{\"n\":$_}", at => $at,
-                      headers => { 'X-Test-Delay' => 0.4 })
+                      body => "{\"n\":$_}",
+                      headers => { 'X-Test-Hold' => 'six' })
 } 1 .. 6;
+
+ok($up->wait_arrived(6), 'held: six arrived');
+is(scalar $up->requests, 0, 'held: none answered');
+$up->release('six');
 
 my @res = $h->wait_all(@hd);
 
@@ -245,10 +254,17 @@ is(NgxHarness::max_concurrency([ $up->requests ]), 1,
 
 $up->clear;
 
-is($h->request(GET => '/?delay=0.5', abort_after => 0.1), undef,
-   'aborted request');
+# the client goes while its request is held in the upstream
 
-($rec) = $up->wait_requests(1, 3);
+my $gone = $h->request_async(GET => '/?delay=0.5', timeout => 30,
+                             headers => { 'X-Test-Hold' => 'abort' },
+                             abort_on => $h->testdir . '/abort');
+$up->wait_arrived(1);
+$h->write_file('abort', '');
+is(($h->wait_all($gone))[0], undef, 'aborted request');
+$up->release('abort');
+
+($rec) = $up->wait_requests(1, 10);
 ok($rec && $rec->{peer_closed}, 'upstream saw nginx close on client abort');
 
 # reload, config checks, logs

@@ -2,7 +2,8 @@
 
 # ./build.sh install, under a DESTDIR: the module, the load file and the
 # modules-enabled link are where Debian's libnginx-mod-* packages put
-# theirs, and nginx loads the module through them.
+# theirs, and nginx loads the module through them.  The module installed
+# is the one under test (MODULE_SO), for the nginx under test.
 
 use strict;
 use warnings;
@@ -16,7 +17,8 @@ my $h = NgxHarness->new();
 my $root = $h->testdir . '/root';
 my $repo = "$FindBin::Bin/..";
 
-my $out = `DESTDIR=$root $repo/build.sh install 2>&1`;
+my $module = $h->module;
+my $out = `DESTDIR=$root MODULE_SO=$module $repo/build.sh install 2>&1`;
 is($?, 0, 'install ran') or diag $out;
 
 my $so = "$root/usr/lib/nginx/modules/ngx_http_webhook_lock_module.so";
@@ -45,6 +47,7 @@ pid $root/nginx.pid;
 error_log $root/error.log;
 events {}
 http {
+    access_log $root/access.log;
     webhook_redis 127.0.0.1:6379;
     server {
         location /hook {
@@ -55,8 +58,11 @@ http {
 }
 CONF
 
-$out = `nginx -p $root/usr/share/nginx/ -c conf/nginx.conf -t 2>&1`;
-is($?, 0, 'nginx loads the installed module through the load file')
+my $rc;
+($out, $rc) = $h->run_nginx('-p', "$root/usr/share/nginx/",
+                            '-c', 'conf/nginx.conf',
+                            '-e', "$root/error.log", '-t');
+is($rc, 0, 'nginx loads the installed module through the load file')
     or diag $out;
 
 $h->done;

@@ -243,11 +243,16 @@ is($res->{status}, 413, 'over client_max_body_size: 413');
 
 # a client that goes away in the middle of its body
 
+my $logged = length $h->read_file('gate.log');
+
 $h->request(POST => '/hook', abort_after => 0.3, raw =>
             "POST /hook HTTP/1.1\r\nHost: localhost\r\n"
             . "Content-Type: application/json\r\n"
             . "Content-Length: 100000\r\n\r\n{\"from\":\"half\",");
-sleep 0.5;
+
+# nginx is done with it once it is in the access log
+ok($h->wait_for(sub { length $h->read_file('gate.log') > $logged }),
+   'the aborted request was logged');
 is(scalar $up->requests, 0, 'aborted body not forwarded');
 
 ###############################################################################

@@ -19,7 +19,9 @@ my $redis = $h->redis;
 my $up = $h->upstream(delay => 0.5);
 
 $h->start(<<'CONF');
-webhook_redis 127.0.0.1:%%PORT_REDIS%%;
+# room for a loaded machine: a setup timed out would load the scripts
+# twice, and they are counted
+webhook_redis 127.0.0.1:%%PORT_REDIS%% connect_timeout=10s timeout=10s;
 
 server {
     listen 127.0.0.1:%%PORT_NGINX%%;
@@ -51,22 +53,29 @@ sub sender_of { $_[0]{headers}{'x-sender'} }
 # the upstream records a request when it answers: watch Redis instead
 sub wait_key {
     my ($key) = @_;
+    return $h->wait_for(sub { $redis->cmd('EXISTS', $key) });
+}
 
-    for (1 .. 100) {
-        return 1 if $redis->cmd('EXISTS', $key);
-        sleep 0.01;
-    }
+# held in the upstream until released (X-Test-Hold)
+sub held { (headers => { 'X-Test-Hold' => $_[0] }) }
 
-    return 0;
+# until $n of these requests are answered
+sub answered {
+    my ($n, @hd) = @_;
+    return $h->wait_for(sub { grep({ $h->done_async($_) } @hd) >= $n });
 }
 
 ###############################################################################
 
 # six webhooks of one sender at once: one goes in, five get 503
 
-my $at = time + 0.3;
-my @res = $h->wait_all(map { post({ inbox => 'i1', from => 'alice',
-                                    id => "m$_" }, at => $at) } 1 .. 6);
+# the one that goes in is held there until the five others are answered
+
+my @hd = map { post({ inbox => 'i1', from => 'alice', id => "m$_" },
+                    held('six')) } 1 .. 6;
+answered(5, @hd);
+$up->release('six');
+my @res = $h->wait_all(@hd);
 
 my @ok = grep { $_->{status} == 200 } @res;
 my @busy = grep { $_->{status} == 503 } @res;
@@ -115,9 +124,13 @@ is(NgxHarness::max_concurrency([ $up->requests ], \&sender_of), 1,
 
 $up->clear;
 
-$at = time + 0.3;
-@res = $h->wait_all(map { post({ inbox => 'i1', from => "carol$_",
-                                 id => "m$_" }, at => $at) } 1 .. 5);
+# each held in the upstream until all five are there
+
+@hd = map { post({ inbox => 'i1', from => "carol$_", id => "m$_" },
+                 held('five')) } 1 .. 5;
+$up->wait_arrived(5);
+$up->release('five');
+@res = $h->wait_all(@hd);
 
 is(scalar(grep { $_->{status} == 200 } @res), 5,
    'five senders at once: all forwarded');
@@ -128,11 +141,11 @@ is(NgxHarness::max_concurrency([ $up->requests ]), 5,
 
 $up->clear;
 
-$at = time + 0.3;
-@res = $h->wait_all(post({ inbox => 'i1', from => 'dave', id => 'x' },
-                         at => $at),
-                    post({ inbox => 'i2', from => 'dave', id => 'y' },
-                         at => $at));
+@hd = (post({ inbox => 'i1', from => 'dave', id => 'x' }, held('dave')),
+       post({ inbox => 'i2', from => 'dave', id => 'y' }, held('dave')));
+$up->wait_arrived(2);
+$up->release('dave');
+@res = $h->wait_all(@hd);
 
 is(scalar(grep { $_->{status} == 200 } @res), 2,
    'one sender in two inboxes: both forwarded');
@@ -154,9 +167,14 @@ ok($pttl > 8000 && $pttl <= 10000, "expiry is webhook_lock_ttl ($pttl ms)");
 my ($r1) = $h->wait_all($h1);
 is($r1->{status}, 200, 'the holder was forwarded');
 
+# the holder's key goes just after its answer: wait for another value
+
 my $h2 = post({ inbox => 'i3', from => 'erin', id => 'e2' });
-wait_key('webhook:{i3}:erin');
-my $token2 = $redis->cmd('GET', 'webhook:{i3}:erin');
+my $token2;
+$h->wait_for(sub {
+    $token2 = $redis->cmd('GET', 'webhook:{i3}:erin');
+    defined $token2 && $token2 ne $token;
+});
 isnt($token2, $token, 'each request has a fresh token');
 $h->wait_all($h2);
 
@@ -170,7 +188,7 @@ my $both = { inbox => 'i4', msgs => [ { from => 'fay', id => 'f1' },
                                       { from => 'gus', id => 'g1' },
                                       { from => 'fay', id => 'f2' } ] };
 
-my $hb = post($both);
+my $hb = post($both, held('both'));
 wait_key('webhook:{i4}:fay');
 
 ok($redis->cmd('EXISTS', 'webhook:{i4}:fay', 'webhook:{i4}:gus') == 2,
@@ -180,6 +198,7 @@ my $r = $h->request(POST => '/hook', body => encode_json({ inbox => 'i4',
                     from => 'gus', id => 'g2' }));
 is($r->{status}, 503, 'one of the two senders alone is busy');
 
+$up->release('both');
 ($r) = $h->wait_all($hb);
 is($r->{status}, 200, 'the two-sender body was forwarded');
 
@@ -206,15 +225,19 @@ $redis->cmd('DEL', 'webhook:{i4}:gus');
 
 $up->clear;
 
-for (1 .. 2) {
-    $at = time + 0.3;
-    @res = $h->wait_all(
-        post({ inbox => 'i5', msgs => [ { from => 'hal', id => 'a' },
-                                        { from => 'ivy', id => 'b' } ] },
-             at => $at),
-        post({ inbox => 'i5', msgs => [ { from => 'ivy', id => 'c' },
-                                        { from => 'hal', id => 'd' } ] },
-             at => $at));
+for my $round (1 .. 2) {
+
+    # the one that goes in is held there until the other is answered
+
+    @hd = (post({ inbox => 'i5', msgs => [ { from => 'hal', id => 'a' },
+                                           { from => 'ivy', id => 'b' } ] },
+                held("cross$round")),
+           post({ inbox => 'i5', msgs => [ { from => 'ivy', id => 'c' },
+                                           { from => 'hal', id => 'd' } ] },
+                held("cross$round")));
+    answered(1, @hd);
+    $up->release("cross$round");
+    @res = $h->wait_all(@hd);
 
     is(join(',', sort map { $_->{status} } @res), '200,503',
        'crossed two-sender bodies: one in, one 503');

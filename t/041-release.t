@@ -58,13 +58,13 @@ server {
     }
 
     location /hold {
-        webhook_lock_hold 1s;
+        webhook_lock_hold 2s;
         proxy_read_timeout 5s;
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
     }
 
     location /short {
-        webhook_lock_ttl 500ms;
+        webhook_lock_ttl 1500ms;
         proxy_read_timeout 5s;
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
     }
@@ -83,12 +83,14 @@ sub left {
 sub gone_soon {
     my ($key, $name) = @_;
 
-    for (1 .. 50) {
-        return pass($name) unless $redis->cmd('EXISTS', $key);
-        sleep 0.02;
-    }
+    ok($h->wait_for(sub { !$redis->cmd('EXISTS', $key) }, timeout => 5),
+       $name);
+}
 
-    fail($name);
+# the scripts Redis has run: a release is one more
+sub evalsha_calls {
+    my ($n) = $redis->cmd('INFO', 'commandstats') =~ /^cmdstat_evalsha:calls=(\d+)/m;
+    return $n // 0;
 }
 
 my $r;
@@ -135,41 +137,58 @@ is($r->{body}, "fallback acquired\n",
    'the named location saw the lock and did not lock again');
 gone_soon('lock:f', 'released after an error_page redirect');
 
-# webhook_lock_hold keeps the key for the rest of the hold
+# webhook_lock_hold keeps the key for the rest of the hold (2 s), not
+# for its TTL (10 s)
 
+my $t = time;
 $r = $h->request(POST => '/hold', body => body('g'));
 is($r->{status}, 200, 'held request forwarded');
-sleep 0.1;
-my $pttl = $redis->cmd('PTTL', 'lock:g');
-ok($pttl > 0 && $pttl <= 1000, "kept for the rest of the hold ($pttl ms)");
+my $pttl;
+$h->wait_for(sub { $pttl = $redis->cmd('PTTL', 'lock:g'); $pttl <= 2000 });
+ok($pttl > 0 && $pttl <= 2000, "kept for the rest of the hold ($pttl ms)");
 
 $r = $h->request(POST => '/hold', body => body('g'));
 is($r->{status}, 503, 'the same sender within the hold: 503');
 
-sleep 1;
-is($redis->cmd('EXISTS', 'lock:g'), 0, 'gone once the hold is over');
+$h->wait_for(sub { !$redis->cmd('EXISTS', 'lock:g') });
+ok(!$redis->cmd('EXISTS', 'lock:g') && time - $t < 9,
+   sprintf('gone once the hold is over (%.1f s), before the TTL',
+           time - $t));
 
-$r = $h->request(POST => '/hold?delay=1.2', body => body('h'),
-                 timeout => 5);
+# held in the upstream until the hold is over: 2.2 s after it came there,
+# later than the lock was taken
+
+$up->clear;
+my $long = $h->request_async(POST => '/hold?hold=h', body => body('h'),
+                             timeout => 10);
+$up->wait_arrived(1);
+my ($arrived) = split ' ', $h->read_file('upstream-upstream.arrived');
+sleep 0.02 while time < $arrived + 2.2;
+$up->release('h');
+
+($r) = $h->wait_all($long);
 is($r->{status}, 200, 'a request longer than the hold');
 gone_soon('lock:h', 'released at once when the hold is already over');
 
 # a lock renewed past its ttl while in the app; one that went to another
 # is neither renewed nor released
 
-my $slow = $h->request_async(POST => '/short?delay=1.5', body => body('i'));
-for (1 .. 250) {
-    last if $redis->cmd('EXISTS', 'lock:i');
-    sleep 0.02;
-}
-sleep 0.7;
-like($redis->cmd('GET', 'lock:i') // '', qr/^[0-9a-f]{32}\z/,
-     'the slow request\'s lock outlived its ttl');
+$up->clear;
+my $slow = $h->request_async(POST => '/short?hold=i', body => body('i'));
+$up->wait_arrived(1);
+my $token = $redis->cmd('GET', 'lock:i') // '';
+my $taken = time;
+$h->wait_for(sub { time > $taken + 2 * 1.5 });
+like($token, qr/^[0-9a-f]{32}\z/, 'the slow request holds its lock');
+is($redis->cmd('GET', 'lock:i') // '', $token,
+   'the slow request\'s lock outlived twice its ttl, renewed');
 $redis->cmd('SET', 'lock:i', 'another-request', 'PX', 10000);
 
+my $calls = evalsha_calls();
+$up->release('i');
 ($r) = $h->wait_all($slow);
 is($r->{status}, 200, 'the slow request ended');
-sleep 0.2;
+ok($h->wait_for(sub { evalsha_calls() > $calls }), 'its release ran');
 is($redis->cmd('GET', 'lock:i'), 'another-request',
    'its release left the new owner\'s lock alone');
 

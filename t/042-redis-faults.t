@@ -55,13 +55,8 @@ sub post {
 }
 
 sub locked_again {
-    for (1 .. 60) {
-        my $r = post('/closed', 'probe');
-        return 1 if $r->{status} == 200;
-        sleep 0.1;
-    }
-
-    return 0;
+    return $h->wait_for(sub { (post('/closed', 'probe')->{status} // 0)
+                              == 200 }, interval => 0.1);
 }
 
 my $redis;
@@ -69,7 +64,7 @@ my $redis;
 my $t = time;
 my $r = post('/closed', 'a');
 is($r->{status}, 503, 'Redis absent, fail closed: 503');
-ok(time - $t < 0.3, 'answered at once, without waiting for Redis');
+ok(time - $t < 1, 'answered at once, without waiting for Redis');
 is($r->{headers}{'retry-after'}, '5', 'with Retry-After');
 is_deeply(decode_json($r->{body}),
           { error => 'lock_unavailable', retry_after => 5 },
@@ -99,10 +94,11 @@ is(($up->requests)[0]{headers}{'x-lock'}, 'acquired',
 # killed in the middle of a request, then restarted
 
 $up->clear;
-my $inflight = $h->request_async(POST => '/closed?delay=0.5', timeout => 5,
+my $inflight = $h->request_async(POST => '/closed?hold=c', timeout => 15,
                                  body => encode_json({ from => 'c' }));
-sleep 0.2;
+$up->wait_arrived(1);
 $redis->kill;
+$up->release('c');
 
 ($r) = $h->wait_all($inflight);
 is($r->{status}, 200, 'a request in the upstream when Redis died finishes');
@@ -110,7 +106,7 @@ is($r->{status}, 200, 'a request in the upstream when Redis died finishes');
 $t = time;
 $r = post('/closed', 'd');
 is($r->{status}, 503, 'Redis killed: 503');
-ok(time - $t < 1, 'answered without hanging');
+ok(time - $t < 2.5, 'answered without hanging (timeout=300ms)');
 
 my @r = map { post('/closed', "e$_") } 1 .. 5;
 is(scalar(grep { $_->{status} == 503 } @r), 5,

@@ -36,15 +36,35 @@ CONF
 $h->start($conf);
 
 sub post_async {
-    return $h->request_async(POST => '/hook', timeout => 10,
+    return $h->request_async(POST => "/hook?hold=$_[1]", timeout => 20,
                              body => encode_json({ from => $_[0] }));
+}
+
+# The requests are held in the upstream until the old workers shut down
+# (their title says so), then take the upstream's second: in flight
+# through the reload or the quit, whatever the speed of the machine.
+sub release_on_shutdown {
+    my ($hold) = @_;
+
+    my @workers = $h->worker_pids;
+
+    $h->run_daemon(sub {
+        $h->wait_for(sub {
+            grep { NgxHarness::_cmdline($_) =~ /shutting down/
+                   || !-e "/proc/$_" } @workers;
+        }, interval => 0.01);
+        $up->release($hold);
+    });
 }
 
 # reload
 
-my @inflight = map { post_async("r$_") } 1 .. 3;
-sleep 0.4;
+$up->clear;
+my @inflight = map { post_async("r$_", 'reload') } 1 .. 3;
+$up->wait_arrived(3);
 is(scalar @{ $redis->cmd('KEYS', '*') }, 3, 'three locks held');
+
+release_on_shutdown('reload');
 
 my @old = $h->worker_pids;
 my $t = time;
@@ -64,8 +84,10 @@ is($r->{status}, 200, 'the new workers lock');
 
 # quit
 
-@inflight = map { post_async("q$_") } 1 .. 2;
-sleep 0.4;
+$up->clear;
+@inflight = map { post_async("q$_", 'quit') } 1 .. 2;
+$up->wait_arrived(2);
+release_on_shutdown('quit');
 
 $t = time;
 ok($h->stop(timeout => 5), 'quit finished without TERM');

@@ -19,7 +19,7 @@ my $mock = $h->mock_redis(rules => []);
 my $up = $h->upstream;
 
 $h->start(<<'CONF');
-webhook_redis 127.0.0.1:%%PORT_MOCK_REDIS%% timeout=2s max_pending=2;
+webhook_redis 127.0.0.1:%%PORT_MOCK_REDIS%% timeout=10s max_pending=2;
 
 server {
     listen 127.0.0.1:%%PORT_NGINX%%;
@@ -33,19 +33,28 @@ server {
 CONF
 
 # connected: the first lock goes through
-for (1 .. 50) {
-    last if $h->request(POST => '/hook', body => '{"from":"probe"}')
-            ->{status} == 200;
-    select undef, undef, undef, 0.1;
+$h->wait_for(sub {
+    ($h->request(POST => '/hook', body => '{"from":"probe"}')->{status}
+     // 0) == 200
+}, interval => 0.1);
+
+# the scripted server answers each SET after 3 s, one after the other:
+# once it has the first, the three others come while it waits
+
+$mock->set_rules([ [ 'SET' => { delay => 3, reply => '+OK' } ] ]);
+
+my $sets = () = $mock->commands('SET');
+
+sub post {
+    $h->request_async(POST => '/hook', body => encode_json({ from => $_[0] }),
+                      timeout => 15);
 }
 
-$mock->set_rules([ [ 'SET' => { delay => 0.6, reply => '+OK' } ] ]);
+my @hd = (post('s1'));
+$h->wait_for(sub { $mock->commands('SET') > $sets });
+push @hd, map { post("s$_") } 2 .. 4;
 
-my $at = time + 0.3;
-my @r = $h->wait_all(map {
-    $h->request_async(POST => '/hook', body => encode_json({ from => "s$_" }),
-                      at => $at + 0.05 * $_, timeout => 5)
-} 1 .. 4);
+my @r = $h->wait_all(@hd);
 
 my @ok = grep { $_->{status} == 200 } @r;
 my @refused = grep { $_->{status} == 503 } @r;

@@ -19,9 +19,10 @@ my $module = $ENV{TEST_NGINX_MODULE}
              // "$FindBin::Bin/../build/ngx_http_webhook_lock_module.so";
 
 # into a file, not a pipe: a reader of a pipe would also wait for every
-# daemon the demo started; a minute is far more than it needs
+# daemon the demo started; two minutes are far more than it needs.  The
+# demo runs the nginx of TEST_NGINX_BINARY, as the harness does.
 my $file = $h->testdir . '/demo.out';
-my $rc = system("timeout 60 perl $FindBin::Bin/demo/album.pl $module "
+my $rc = system("timeout 120 perl $FindBin::Bin/demo/album.pl $module "
                 . "> $file 2>&1") >> 8;
 my $out = $h->read_file('demo.out');
 

@@ -14,9 +14,9 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Digest::SHA qw(hmac_sha1 hmac_sha1_hex hmac_sha256_hex);
-use MIME::Base64 qw(encode_base64);
+use Digest::SHA qw(hmac_sha1_hex hmac_sha256_hex);
 use NgxHarness;
+use Provider;
 
 my $h = NgxHarness->new(needs => [qw/proxy map redis debug/]);
 my $redis = $h->redis;
@@ -145,41 +145,10 @@ my $tt = $h->fixture('tiktok-im_receive_msg.json');
 my $sms = $h->fixture('twilio-sms-new-conversation.form.txt');
 $sms =~ s/\s+\z//;
 
-sub meta256 { 'sha256=' . hmac_sha256_hex($_[0], $_[1]) }
-sub meta1   { 'sha1=' . hmac_sha1_hex($_[0], $_[1]) }
-
-sub tiktok {
-    my ($body, $secret, $t) = @_;
-    $t //= time;
-    return "t=$t,s=" . hmac_sha256_hex("$t.$body", $secret);
-}
-
-# as Twilio's helper libraries: names sorted, then each name's distinct
-# values sorted, name and value appended to the URL
-
-sub twilio {
-    my ($url, $body, $token) = @_;
-
-    my %fields;
-
-    for my $pair (grep { length } split /&/, $body) {
-        my ($k, $v) = map {
-            (my $s = $_) =~ tr/+/ /;
-            $s =~ s/%([0-9A-Fa-f]{2})/chr hex $1/ge;
-            $s;
-        } split(/=/, $pair, 2), '';
-
-        $fields{$k}{$v} = 1;
-    }
-
-    my $data = $url;
-
-    for my $k (sort keys %fields) {
-        $data .= $k . $_ for sort keys %{ $fields{$k} };
-    }
-
-    return encode_base64(hmac_sha1($data, $token), '');
-}
+sub meta256 { Provider::meta_signature($_[0], $_[1]) }
+sub meta1   { Provider::meta_signature($_[0], $_[1], 1) }
+sub tiktok  { Provider::tiktok_signature(@_) }
+sub twilio  { Provider::twilio_signature(@_) }
 
 # nginx writes the access log line after the response: note how many
 # lines there were before each request, and wait for the next one

@@ -68,13 +68,13 @@ server {
     }
 
     location /timeout {
-        webhook_lock_ttl 1s;
+        webhook_lock_ttl 3s;
         proxy_read_timeout 300ms;
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
     }
 
     location /gone {
-        webhook_lock_ttl 1s;
+        webhook_lock_ttl 3s;
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
     }
 
@@ -83,7 +83,7 @@ server {
     }
 
     location /short {
-        webhook_dedup 1s;
+        webhook_dedup 3s;
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
     }
 
@@ -126,13 +126,7 @@ sub mark { "webhook:dedup:{$_[0]}:$_[1]" }
 
 sub wait_for {
     my ($cond, $name) = @_;
-
-    for (1 .. 100) {
-        return pass($name) if $cond->();
-        sleep 0.02;
-    }
-
-    fail($name);
+    ok($h->wait_for($cond), $name);
 }
 
 sub done_soon {
@@ -148,13 +142,14 @@ sub gone_soon {
 # "URI STATUS LOCK-STATUS" of the request sent last, from the access log:
 # it is written once the answer is out, so wait for it
 sub logged {
-    for (1 .. 100) {
-        my ($l) = grep { s/^$seq // } split /\n/, $h->read_file('dedup.log');
-        return $l if defined $l;
-        sleep 0.02;
-    }
+    my $l;
 
-    return '';
+    $h->wait_for(sub {
+        ($l) = grep { s/^$seq // } split /\n/, $h->read_file('dedup.log');
+        defined $l;
+    });
+
+    return $l // '';
 }
 
 # how many requests carrying that message id the upstream saw (to that
@@ -213,7 +208,9 @@ $redis->cmd('DEL', 'webhook:{i1}:alice');
 
 # a redelivery while the first delivery is still in the upstream
 
-my $first = post_async('/hook?delay=2',
+# held in the upstream (?hold=) until the redeliveries are answered
+
+my $first = post_async('/hook?hold=m2',
                        { inbox => 'i2', from => 'bob', id => 'm2' });
 wait_for(sub { $redis->cmd('EXISTS', mark('i2', 'm2')) },
          'the id is marked while its request is in the upstream');
@@ -246,6 +243,7 @@ is(json_of($r)->{error}, 'sender_busy',
 is($redis->cmd('EXISTS', mark('i2', 'm2b')), 0,
    'and its id was not marked');
 
+$up->release('m2');
 ($r) = $h->wait_all($first);
 is($r->{status}, 200, 'the first delivery ended 200');
 done_soon(mark('i2', 'm2'), 'then its id is done');
@@ -263,16 +261,30 @@ is(seen('m2'), 1, 'the upstream saw it once');
 my @failures = (
     [ 'upstream 500', '/hook?status=500', 500, 'm3', {} ],
     [ 'upstream down (502)', '/down', 502, 'm4', {} ],
-    [ 'upstream timeout (504)', '/timeout?delay=1', 504, 'm5', {}, 1 ],
-    [ 'client gone (499)', '/gone?delay=2', undef, 'm6',
-      { abort_after => 0.3 }, 1 ],
+    [ 'upstream timeout (504)', '/timeout?hold=m5', 504, 'm5', {}, 1 ],
+    [ 'client gone (499)', '/gone?hold=m6', undef, 'm6', { abort => 1 }, 1 ],
 );
 
 for my $case (@failures) {
     my ($name, $uri, $status, $id, $opts, $left) = @$case;
     my $body = { inbox => 'i3', from => "s$id", id => $id };
 
-    $r = post($uri, $body, %$opts);
+    if ($opts->{abort}) {
+
+        # the client goes once its request is in the upstream
+
+        my $file = $h->testdir . "/abort-$id";
+        my $before = $up->arrived;
+        my $hd = post_async($uri, $body, abort_on => $file, timeout => 30);
+
+        $up->wait_arrived($before + 1);
+        $h->write_file("abort-$id", '');
+        ($r) = $h->wait_all($hd);
+
+    } else {
+        $r = post($uri, $body);
+    }
+
     is($r && $r->{status}, $status, "$name: " . ($status // 'no answer'));
     is(logged(), "$uri " . ($status // 499) . ' acquired',
        "$name: logged with its status");
@@ -287,16 +299,14 @@ for my $case (@failures) {
         is(json_of($r)->{error}, 'duplicate_in_progress',
            "$name: a redelivery meanwhile is held back");
 
-        for (1 .. 250) {
-            last unless $redis->cmd('EXISTS', "webhook:{i3}:s$id");
-            sleep 0.02;
-        }
+        $h->wait_for(sub { !$redis->cmd('EXISTS', "webhook:{i3}:s$id") });
     }
 
     gone_soon(mark('i3', $id), "$name: the processing mark is dropped"
                                . ($left ? ' (expired)' : ''));
     gone_soon("webhook:{i3}:s$id", "$name: the lock is released"
                                    . ($left ? ' (expired)' : ''));
+    $up->release($id);
 
     $r = post('/hook', $body);
     is($r->{status}, 200, "$name: the redelivery is forwarded");
@@ -315,7 +325,7 @@ my $mixed = { inbox => 'i1', msgs => [ { from => 'dora', id => 'm1' },
                                        { from => 'dora', id => 'm7' } ] };
 my $old = $redis->cmd('PTTL', mark('i1', 'm1'));
 
-my $hm = post_async('/hook?delay=1', $mixed);
+my $hm = post_async('/hook?hold=m7', $mixed);
 wait_for(sub { $redis->cmd('EXISTS', mark('i1', 'm7')) },
          'mixed body: the new id is marked');
 is($redis->cmd('GET', mark('i1', 'm7')),
@@ -324,6 +334,7 @@ is($redis->cmd('GET', mark('i1', 'm7')),
 is($redis->cmd('GET', mark('i1', 'm1')), 'done',
    'mixed body: the done id stays done');
 
+$up->release('m7');
 ($r) = $h->wait_all($hm);
 is($r->{status}, 200, 'mixed body: forwarded');
 done_soon(mark('i1', 'm7'), 'mixed body: the new id is done');
@@ -339,19 +350,19 @@ is(seen('m7'), 1, 'mixed body: the upstream saw it once');
 # the done mark expires after webhook_dedup; the message is new again then
 
 $r = post('/short', { inbox => 'i4', from => 'eve', id => 'm8' });
-is($r->{status}, 200, 'webhook_dedup 1s: forwarded');
-done_soon(mark('i4', 'm8'), 'webhook_dedup 1s: done');
+is($r->{status}, 200, 'webhook_dedup 3s: forwarded');
+done_soon(mark('i4', 'm8'), 'webhook_dedup 3s: done');
 $pttl = $redis->cmd('PTTL', mark('i4', 'm8'));
-ok($pttl > 0 && $pttl <= 1000, "webhook_dedup 1s: PTTL $pttl ms");
+ok($pttl > 0 && $pttl <= 3000, "webhook_dedup 3s: PTTL $pttl ms");
 
 $r = post('/short', { inbox => 'i4', from => 'eve', id => 'm8' });
-is(json_of($r)->{status}, 'duplicate', 'webhook_dedup 1s: duplicate at once');
+is(json_of($r)->{status}, 'duplicate', 'webhook_dedup 3s: duplicate at once');
 
-sleep 1.1;
+gone_soon(mark('i4', 'm8'), 'webhook_dedup 3s: the mark expires');
 
 $r = post('/short', { inbox => 'i4', from => 'eve', id => 'm8' });
 is(logged(), '/short 200 acquired',
-   'webhook_dedup 1s: forwarded again once the mark expired');
+   'webhook_dedup 3s: forwarded again once the mark expired');
 
 ###############################################################################
 

@@ -21,7 +21,7 @@ my $mock = $h->mock_redis(rules => []);
 my $up = $h->upstream;
 
 $h->start(<<'CONF');
-webhook_redis 127.0.0.1:%%PORT_MOCK_REDIS%% timeout=1s;
+webhook_redis 127.0.0.1:%%PORT_MOCK_REDIS%% connect_timeout=10s timeout=10s;
 
 server {
     listen 127.0.0.1:%%PORT_NGINX%%;
@@ -52,6 +52,17 @@ sub post {
                        %opts);
 }
 
+sub post_async {
+    my (%opts) = @_;
+
+    $n++;
+    return $h->request_async(POST => '/hook',
+                             body => encode_json({ inbox => 'i',
+                                                   from => "s$n",
+                                                   ids => [ "a$n", "b$n" ] }),
+                             %opts);
+}
+
 sub json_of { eval { decode_json($_[0]{body}) } // {} }
 
 # the EVALSHA commands naming that sender's key, in order
@@ -67,22 +78,14 @@ sub wait_evalshas {
 
     my @c;
 
-    for (1 .. 150) {
-        @c = evalshas($sender);
-        return @c if @c >= $count;
-        sleep 0.02;
-    }
+    $h->wait_for(sub { @c = evalshas($sender); @c >= $count });
 
     return @c;
 }
 
 sub healthy {
-    for (1 .. 60) {
-        return 1 if post()->{status} == 200;
-        sleep 0.1;
-    }
-
-    return 0;
+    return $h->wait_for(sub { (post()->{status} // 0) == 200 },
+                        interval => 0.1);
 }
 
 ok(healthy(), 'connected to the scripted server');
@@ -157,10 +160,16 @@ is_deeply([ @{ $release // [] }[2 .. $#$release] ],
 
 # the request goes while its acquire is pending, which then succeeds
 
-$mock->set_rules([ [ 'EVALSHA' => { delay => 0.5, reply => ':1',
+$mock->set_rules([ [ 'EVALSHA' => { delay => 3, reply => ':1',
                                     times => 1 } ] ]);
 $up->clear;
-post(abort_after => 0.1);
+
+my $evalshas = () = $mock->commands('EVALSHA');
+my $gone = $h->testdir . '/gone';
+my $hd = post_async(abort_on => $gone, timeout => 30);
+$h->wait_for(sub { $mock->commands('EVALSHA') > $evalshas });
+$h->write_file('gone', '');
+$h->wait_all($hd);
 
 ($acquire, $release) = wait_evalshas("s$n", 2);
 

@@ -14,9 +14,9 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Digest::SHA qw/hmac_sha256 hmac_sha256_hex/;
-use MIME::Base64 qw/encode_base64/;
+use Digest::SHA qw/hmac_sha256_hex/;
 use NgxHarness;
+use Provider;
 
 my $h = NgxHarness->new(needs => [qw/proxy redis debug/]);
 my $redis = $h->redis;
@@ -75,7 +75,7 @@ my $DENIED = '{"error":"invalid_signature"}';
 my $line = $h->fixture('line-text.json');
 my $tg = $h->fixture('telegram-text.json');
 
-sub line_sig { encode_base64(hmac_sha256($_[0], $_[1]), '') }
+sub line_sig { Provider::line_signature(@_) }
 
 sub post {
     my ($uri, $body, @headers) = @_;

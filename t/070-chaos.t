@@ -87,7 +87,8 @@ sub album {
     }
 
     return Provider->send($h, \@hooks, uri => '/webhooks/whatsapp/12345678911',
-                          retry_cap => 1, jitter => 0.5, deadline => 40);
+                          retry_cap => 1, jitter => 0.5,
+                          deadline => 60 * $h->slowness);
 }
 
 # what the app did for the senders of one run
@@ -116,16 +117,38 @@ sub app_view {
 
 # fail closed: Redis restarted, then nginx reloaded, while albums arrive
 
+# what nginx answered since $mark (the chaos log's offset): the lines
+# "STATUS LOCK_STATUS" as a count
+sub answered {
+    my ($mark, $what) = @_;
+
+    my $log = substr($h->read_file('chaos.log'), $mark);
+    my $n = () = $log =~ / \Q$what\E /g;
+
+    return $n;
+}
+
+my $mark = length $h->read_file('chaos.log');
+
 my $t0 = time;
 my $burst = album('1555100', 20);
 
-sleep 1.5;
+# Redis goes once the albums are held back, comes back once nginx has
+# answered lock_unavailable, and nginx reloads once locking works again
+
+ok($h->wait_for(sub { answered($mark, '503 busy') }),
+   'the albums are held back');
 ok($redis->stop, 'Redis stopped mid-burst');
-sleep 1;
+
+$mark = length $h->read_file('chaos.log');
+$h->wait_for(sub { answered($mark, '503 error') });
 $redis->start;
 note(sprintf 'Redis back after %.1f s', time - $t0);
 
-sleep 1.5;
+$mark = length $h->read_file('chaos.log');
+ok($h->wait_for(sub { answered($mark, '200 acquired') }),
+   'locking again once Redis is back');
+
 my @old = $h->worker_pids;
 ok($h->reload(undef, timeout => 15), 'nginx reloaded mid-burst');
 isnt(join(',', sort $h->worker_pids), join(',', sort @old), 'new workers');
@@ -165,14 +188,12 @@ if ($dedup) {
 # every lock given back, the restart and the reload notwithstanding (the
 # dedup marks stay, as they should)
 
-my $deadline = time + 3;
 my @locks;
 
-while (1) {
+$h->wait_for(sub {
     @locks = grep { !/^webhook:dedup:/ } @{ $redis->cmd('KEYS', '*') };
-    last if !@locks || time > $deadline;
-    sleep 0.05;
-}
+    !@locks;
+}, timeout => 10);
 
 is_deeply(\@locks, [], 'no lock left in Redis');
 
@@ -184,10 +205,14 @@ ok($h->reload(conf('open'), timeout => 15), 'reloaded, fail open');
 
 ok($redis->stop, 'Redis stopped');
 
+$mark = length $h->read_file('chaos.log');
+
 $t0 = time;
 $burst = album('1555200', 10);
 
-sleep 2;
+# Redis comes back once requests went through unlocked
+
+$h->wait_for(sub { answered($mark, '200 open') });
 $redis->start;
 
 $results = $burst->wait;
@@ -205,7 +230,7 @@ my $open = () = $h->read_file('chaos.log') =~ / 200 open /g;
 
 ok($open, 'fail open: requests forwarded unlocked while Redis was down');
 
-diag(sprintf 'fail open, Redis down 2 s: %d webhooks in %.1f s; %d forwarded'
+diag(sprintf 'fail open, Redis down a while: %d webhooks in %.1f s; %d forwarded'
      . ' unlocked; %d extra conversations for %d contacts; at most %d'
      . ' requests of one sender in the app at once',
      scalar @$results, time - $t0, $open, $extra,

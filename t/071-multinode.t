@@ -16,16 +16,10 @@ use Time::HiRes qw/time sleep/;
 use NgxHarness;
 use Provider;
 
-my $ha = NgxHarness->new(needs => [qw/proxy redis/]);
-my $hb = NgxHarness->new(needs => [qw/proxy redis/]);
+my ($ha, $hb) = NgxHarness->nodes(2, needs => [qw/proxy redis/]);
 
 my $redis = $ha->redis;
 my $up = $ha->upstream(delay => 0.2);
-
-# node b speaks to node a's Redis and upstream
-
-$hb->port(redis => $redis->port);
-$hb->port(upstream => $up->port);
 
 my $conf = <<'CONF';
 webhook_redis 127.0.0.1:%%PORT_REDIS%%;
@@ -40,16 +34,17 @@ server {
         webhook_lock_ttl    10s;
         webhook_retry_after 1;
 
-        proxy_set_header X-Node %%PORT_NGINX%%;
+        proxy_set_header X-Node %%NODE%%;
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
     }
 }
 CONF
 
-$ha->start($conf, main => 'worker_processes 2;');
-$hb->start($conf, main => 'worker_processes 2;');
+# node b speaks to node a's Redis and upstream
 
-my %node = ($ha->port => 'a', $hb->port => 'b');
+NgxHarness->start_nodes([ $ha, $hb ], $conf, share => [qw/redis upstream/],
+                        main => 'worker_processes 2;');
+
 
 sub post {
     my ($h, $body, %opts) = @_;
@@ -60,14 +55,13 @@ sub post {
 
 # held on a, busy on b; another sender passes on b
 
+# held in the upstream until the other node has answered
+
 my $slow = $ha->request_async(POST => '/hook',
                              body => encode_json({ from => 'x', id => 'x1' }),
-                             headers => { 'X-Test-Delay' => 1 });
+                             headers => { 'X-Test-Hold' => 'x1' });
 
-# the upstream logs a request once answered: the lock tells it is there
-
-my $deadline = time + 3;
-sleep 0.02 until @{ $redis->cmd('KEYS', '*') } || time > $deadline;
+$up->wait_arrived(1);
 
 my $r = post($hb, { from => 'x', id => 'x2' });
 is($r->{status}, 503, 'a sender held on node a is busy on node b');
@@ -77,6 +71,7 @@ is($r->{headers}{'retry-after'}, 1, 'Retry-After from node b');
 $r = post($hb, { from => 'y', id => 'y1' });
 is($r->{status}, 200, 'another sender passes on node b meanwhile');
 
+$up->release('x1');
 ($r) = $ha->wait_all($slow);
 is($r->{status}, 200, 'node a finished');
 
@@ -100,15 +95,30 @@ for my $s (1 .. 3) {
     } 1 .. 8;
 }
 
+# every request is held in the upstream until both nodes have answered
+# 503 to someone: the burst is held back on both, however the machine
+# spreads its start
+
+my %mark = map { $_->node => length $_->access_log } $ha, $hb;
+
 my $t0 = time;
 my $burst = Provider->send($ha, \@hooks, uri => '/hook',
                            ports => [ $ha->port, $hb->port ],
+                           headers => { 'X-Test-Hold' => 'burst' },
                            retry_cap => 1, jitter => 0.3, deadline => 40);
+
+ok($ha->wait_for(sub {
+       !grep { $_->access_log($mark{ $_->node }) !~ /" 503 / } $ha, $hb
+   }), 'both nodes answered 503 while the first were in the app');
+$up->release('burst');
+
 my $results = $burst->wait;
 
 is(scalar(grep { !$_->{ok} } @$results), 0, 'every webhook delivered');
 
 my %busy;
+
+my %node = ($ha->port => $ha->node, $hb->port => $hb->node);
 
 for my $res (@$results) {
     $busy{ $node{ $_->{port} } }++

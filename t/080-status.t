@@ -69,9 +69,12 @@ sub post {
     return $h->request(POST => $uri, body => $body, timeout => 5, %opts);
 }
 
+# status_json(1) while polling: no test, so that the count is fixed
 sub status_json {
+    my ($quiet) = @_;
     my $r = $h->request(GET => '/status?format=json');
-    is($r->{headers}{'content-type'}, 'application/json', 'JSON type');
+    is($r->{headers}{'content-type'}, 'application/json', 'JSON type')
+        unless $quiet;
     return decode_json($r->{body});
 }
 
@@ -94,9 +97,14 @@ post('/a', 'nope');                                     # invalid
 post('/a', body(), headers => { 'Content-Type' => 'text/plain' });
                                                         # invalid (415)
 
-my @r = $h->wait_all(
-    map { $h->request_async(POST => '/a?delay=0.5', body => body('same'),
-                            at => time + 0.3) } 1 .. 3);
+# the first held in the upstream until the two others are answered
+
+my $seen = $up->arrived;
+my $first = $h->request_async(POST => '/a?hold=same', body => body('same'));
+$up->wait_arrived($seen + 1);
+my @r = map { post('/a', body('same')) } 1 .. 2;
+$up->release('same');
+push @r, $h->wait_all($first);
 is(join(',', sort map { $_->{status} } @r), '200,503,503', 'busy twice');
 
 post('/b', body()) for 1 .. 2;                          # b: 2 acquired
@@ -107,12 +115,12 @@ post('/b', body()) for 1 .. 2;                          # b: 2 open
 $redis->start;
 
 # locking again before going on, counted elsewhere (/probe)
-for (1 .. 60) {
-    last if counts(status_json(), '/probe')->{acquired}
-            && status_json()->{webhook_lock_redis_connected_workers} == 2;
+ok($h->wait_for(sub {
+    return 1 if counts(status_json(1), '/probe')->{acquired}
+                && status_json(1)->{webhook_lock_redis_connected_workers} == 2;
     post('/probe', body());
-    sleep 0.1;
-}
+    return 0;
+}, interval => 0.1), 'locking again, both workers connected');
 post('/b', body());                                     # b: 3 acquired
 
 my $json = status_json();
@@ -124,11 +132,10 @@ is_deeply(counts($json, '/b'), { acquired => 3, open => 2 },
           '/b (named after its location): acquired and open');
 
 # the last release follows its response by a moment
-for (1 .. 50) {
-    last unless $json->{webhook_lock_locks_held};
-    sleep 0.02;
-    $json = status_json();
-}
+ok($h->wait_for(sub {
+    $json = status_json(1);
+    !$json->{webhook_lock_locks_held};
+}), 'the last release came');
 
 is($json->{webhook_lock_locks_held}, 0, 'no lock held now');
 is($json->{webhook_lock_requests_waiting}, 0, 'nobody waiting now');
@@ -156,10 +163,17 @@ is($h->request(POST => '/c', signed($m1))->{status}, 200, 'acquired');
 is($h->request(POST => '/c', signed($m1))->{body}, '{"status":"duplicate"}',
    'duplicate');
 
-@r = $h->wait_all(
-    map { $h->request_async(POST => '/c?delay=0.4', signed($_),
-                            at => time + 0.3) }
-    wa('dan', 'd1'), wa('dan', 'd2'));
+# the first held in the upstream until the second waits
+
+$seen = $up->arrived;
+my @hd = ($h->request_async(POST => '/c?delay=0.4&hold=dan',
+                            signed(wa('dan', 'd1'))));
+$up->wait_arrived($seen + 1);
+push @hd, $h->request_async(POST => '/c', signed(wa('dan', 'd2')));
+ok($h->wait_for(sub { status_json(1)->{webhook_lock_requests_waiting} }),
+   'the second waits');
+$up->release('dan');
+@r = $h->wait_all(@hd);
 is(join(',', map { $_->{status} } @r), '200,200', 'one acquired, one waited');
 
 $json = status_json();
@@ -185,16 +199,20 @@ is($hist->{buckets}{'+Inf'}, $hist->{count}, '+Inf bucket is the count');
 
 my $before = status_json()->{webhook_lock_redis_commands_total};
 post('/a', body()) for 1 .. 5;
-sleep 0.2;
+ok($h->wait_for(sub {
+    status_json(1)->{webhook_lock_redis_commands_total} - $before >= 10
+}), 'ten commands counted');
 is(status_json()->{webhook_lock_redis_commands_total} - $before, 10,
    'five locks: ten commands');
 
 # a lock held shows in the gauge while its request is in the upstream
 
-my $slow = $h->request_async(POST => '/a?delay=0.6', body => body());
-sleep 0.3;
+$seen = $up->arrived;
+my $slow = $h->request_async(POST => '/a?hold=slow', body => body());
+$up->wait_arrived($seen + 1);
 $json = status_json();
 is($json->{webhook_lock_locks_held}, 1, 'one lock held during a request');
+$up->release('slow');
 $h->wait_all($slow);
 
 ###############################################################################

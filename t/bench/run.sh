@@ -71,12 +71,6 @@ notes=$tmp/notes
 
 note() { echo "- $*" >> "$notes"; echo "note: $*"; }
 
-shared=$bench_repo/../shared/bench/peer-lua.lua
-if [ -f "$shared" ] && ! cmp -s "$shared" "$PEER_LUA"; then
-    note "t/bench/peer-lua.lua differs from ../shared/bench/peer-lua.lua;" \
-         "this run used t/bench's copy"
-fi
-
 [ -f "$MODULE_SO" ] || note "module: $MODULE_SO is missing (./build.sh)"
 [ -z "$module_extra" ] || note "module: with \`$module_extra\` everywhere"
 

@@ -16,6 +16,12 @@ package Chatwoot;
 #   $app->messages;        # [ { sender, id, conversation, start, end } ]
 #   $app->arrivals;        # messages past "find" (with barrier or hold)
 #   $app->stop;
+#
+# A request whose URI has ?hold=NAME is held inside that window, after
+# the search, until $app->release(NAME) (60 s at most); $app->held(NAME)
+# says how many have got there.  A test can so make sure that a burst is
+# all inside the window at once, or that a request stays in the app until
+# the others have been answered or queued.
 
 use strict;
 use warnings;
@@ -88,7 +94,8 @@ sub _serve {
                         && $top =~ m{HTTP/1\.1};
         my ($uri) = $top =~ m{^\w+ (\S+)};
 
-        my $reply = $self->_ingest($uri, $body);
+        my ($hold) = $uri =~ /[?&]hold=([\w.-]+)/;
+        my $reply = $self->_ingest($uri, $body, $hold);
         my $out = encode_json($reply);
 
         print $c "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -101,7 +108,7 @@ sub _serve {
 
 # WhatsApp Cloud API bodies: entry[].changes[].value.messages[]
 sub _ingest {
-    my ($self, $uri, $body) = @_;
+    my ($self, $uri, $body, $hold) = @_;
 
     my $start = time;
     my $json = eval { decode_json($body) } or return { ok => JSON::PP::true };
@@ -122,6 +129,7 @@ sub _ingest {
 
         my $found = $self->_find($sender);
         $self->_wait;
+        $self->_hold($hold) if defined $hold;
         sleep $self->{window};
         my $conversation = $found // $self->_create($sender);
 
@@ -164,6 +172,27 @@ sub _wait {
     if ($self->{hold}) {
         sleep 0.01 while !-e $self->{hold} && time < $deadline;
     }
+}
+
+sub _hold {
+    my ($self, $name) = @_;
+
+    $self->_append("held-$name", { pid => $$ });
+
+    my $end = time + 60;
+    sleep 0.02 until -e "$self->{dir}/chatwoot-release-$name" || time > $end;
+}
+
+sub held {
+    my ($self, $name) = @_;
+    return scalar @{ $self->_read("held-$name") };
+}
+
+sub release {
+    my ($self, $name) = @_;
+
+    open my $fh, '>', "$self->{dir}/chatwoot-release-$name" or die "$!";
+    close $fh;
 }
 
 sub _find {

@@ -65,11 +65,22 @@ at http level). Waits up to 5 s for the pid file and, when the template
 uses C<%%PORT_NGINX%%>, for that port; dies with the logs otherwise.
 Returns C<$h>.
 
+Readiness: when some location locks (C<webhook_lock>) and
+C<webhook_redis> names a redis-server of the harness (C<< $h->redis >>,
+any harness of the file) that runs, C<start> also adds a server of its
+own with C<webhook_status> on C<< $h->port('harness_status') >> and
+returns only once every worker is connected to Redis
+(C<webhook_lock_redis_connected_workers>, up to 30 s), so that no first
+request meets a worker still connecting; it dies otherwise.
+C<< ready => 0 >> leaves that out (a Redis meant to be unreachable).
+C<< $h->status >> is that server's C<webhook_status>, decoded from JSON.
+
 C<< $h->stop(timeout => 5) >>: QUIT, then TERM, then KILL; true when QUIT
 was enough. C<< $h->reload($http_body?, %opts) >>: HUP (with a new
 template first, if given); true once new workers run and the old ones
-are gone (C<< wait_old => 0 >>: once new workers run), false on timeout
-(C<timeout>, 5 s) or an C<[emerg]>. C<< $h->master_pid >>,
+are gone (C<< wait_old => 0 >>: once new workers run) and, as for
+C<start>, connected to Redis (C<< ready => 0 >> does not wait), false
+on timeout (C<timeout>, 5 s) or an C<[emerg]>. C<< $h->master_pid >>,
 C<< $h->worker_pids >>.
 
 C<< $h->config_ok($http_body, $name, %opts) >> and
@@ -90,19 +101,23 @@ All are killed at C<done> and at the end of the test.
 C<< $h->request($method, $uri, %opts) >> returns
 C<< { status, reason, version, headers => { lc name => value },
 header_lines => [[lc name, value], ...], body, raw, error } >>, or
-C<undef> with C<abort_after>. C<status> is C<undef> and C<error> set
-(C<timeout>, C<eof>, C<connect: ...>) when no full answer came. Options:
-C<headers> (hash or array ref of pairs; C<undef> value: do not send the
-default header), C<body>, C<chunked>, C<chunk_size> (1024), C<slow>
-(seconds before each body piece), C<abort_after> (seconds; close without
-reading), C<timeout> (10), C<port> (number or name), C<raw> (send these
-bytes as the whole request; an array ref: these pieces, C<slow> apart), C<version> (C<HTTP/1.1>). Defaults:
+C<undef> with C<abort_after> or C<abort_on>. C<status> is C<undef> and
+C<error> set (C<timeout>, C<eof>, C<connect: ...>) when no full answer
+came. Options: C<headers> (hash or array ref of pairs; C<undef> value: do
+not send the default header), C<body>, C<chunked>, C<chunk_size> (1024),
+C<slow> (seconds before each body piece), C<abort_after> (seconds; close
+without reading), C<abort_on> (a path: close without reading once that
+file exists, at most C<timeout> seconds after sending), C<timeout> (10),
+C<port> (number or name), C<raw> (send these bytes as the whole request;
+an array ref: these pieces, C<slow> apart), C<version> (C<HTTP/1.1>).
+Defaults:
 C<Host: localhost>, C<Connection: close>, C<Content-Type:
 application/json> with a body, C<Content-Length> or chunked framing.
 
 C<< $h->request_async(...) >> takes the same arguments plus C<at> (an
 absolute C<Time::HiRes::time> to send at) and returns a handle;
-C<< $h->wait_all(@handles) >> returns the responses in the same order.
+C<< $h->wait_all(@handles) >> returns the responses in the same order;
+C<< $h->done_async($handle) >> is true once that response is in.
 
 =head2 Logs and the end
 
@@ -121,6 +136,11 @@ Several nginx at once (a cluster sharing one Redis): one harness each,
 with the shared daemons' ports named in the others (C<port>); each ends
 with its C<done>, and C<done_testing> comes with the last of them (or at
 exit, when a harness is stopped without its C<done>).
+C<< my @nodes = NgxHarness->nodes(2, %new_opts) >> makes them, named
+C<a>, C<b>... (C<< $h->node >>, C<%%NODE%%> in a template);
+C<< NgxHarness->start_nodes(\@nodes, $tpl, share => [qw/redis
+upstream/], %start_opts) >> names the first node's ports of C<share> in
+the others, then starts each with the same template.
 
 =head2 Memory checkers
 
@@ -154,6 +174,14 @@ make the harness and its daemons first. Processes forked by the harness
 get SIGTERM when the test process dies, even by SIGKILL (Linux).
 
 =head2 Helpers
+
+C<< $h->wait_for(sub { ... }, timeout => 30, interval => 0.02) >>: calls
+the code until it returns true (that value) or the timeout, times
+C<slowness>, has passed (0): a wait on a condition, never a fixed sleep.
+
+C<< $h->binary >> (the nginx it runs), C<< $h->module >> (the module's
+path), C<< $h->run_nginx(@args) >> (that nginx with these arguments, under
+the memory checker's environment: output and exit code).
 
 C<< NgxHarness::max_concurrency(\@requests, sub { key }) >> (also as a
 method): the most requests of one key that were in the upstream at once
@@ -204,6 +232,7 @@ my %BUILTIN = map { $_ => 1 } qw(
 
 my %REGISTRY;
 my %USED_PORTS;
+my %REDIS;                      # port => real Redis, for start's readiness
 my $DONE_TESTING;
 my $PLAN_AT_END;                # the pid whose harnesses are not all done
 
@@ -271,6 +300,37 @@ sub new {
 
 sub testdir { $_[0]{dir} }
 
+# several nginx nodes sharing the first one's daemons
+
+sub nodes {
+    my ($class, $n, %opts) = @_;
+
+    my @nodes = map { $class->new(%opts) } 1 .. $n;
+    my $name = 'a';
+
+    $_->{node} = $name++ for @nodes;
+
+    return @nodes;
+}
+
+sub node { $_[0]{node} // '' }
+
+sub start_nodes {
+    my ($class, $nodes, $tpl, %opts) = @_;
+
+    my ($first, @rest) = @$nodes;
+
+    for my $h (@rest) {
+        $h->port($_, $first->port($_)) for @{ $opts{share} || [] };
+    }
+
+    delete $opts{share};
+
+    $_->start($tpl, %opts) for @$nodes;
+
+    return @$nodes;
+}
+
 sub port {
     my ($self, $name, $number) = @_;
 
@@ -319,6 +379,7 @@ sub _expand {
     $text //= '';
     $text =~ s/%%PORT_([A-Za-z0-9_]+)%%/$self->port(lc $1)/ge;
     $text =~ s/%%TESTDIR%%/$self->{dir}/g;
+    $text =~ s/%%NODE%%/$self->node/ge;
 
     return $text;
 }
@@ -356,9 +417,18 @@ sub _conf {
         $conf .= "    ${t}_temp_path $d/${t}_temp;\n";
     }
 
-    $conf .= "\n" . $self->_expand($tpl) . "\n}\n";
+    $conf .= "\n" . $self->_expand($tpl) . "\n";
 
-    return $conf;
+    # start's readiness check asks the module itself (see "Readiness")
+
+    $conf .= "\n    server {\n"
+             . "        listen 127.0.0.1:" . $self->port('harness_status')
+             . ";\n"
+             . "        access_log off;\n"
+             . "        location / { webhook_status; }\n"
+             . "    }\n" if $opts{probe};
+
+    return $conf . "}\n";
 }
 
 sub config_test {
@@ -420,7 +490,8 @@ sub start {
     $self->{conf} = { tpl => $tpl, main => $opts{main},
                       events => $opts{events} };
 
-    my $conf = $self->_conf($tpl, %opts);
+    my $probe = $self->_probe($tpl, $opts{ready});
+    my $conf = $self->_conf($tpl, %opts, probe => $probe);
 
     $self->write_file('nginx.conf', $conf);
     unlink "$d/nginx.pid";
@@ -470,8 +541,14 @@ sub start {
             && $self->worker_pids >= ($workers // 1)
             && (!defined $port || _can_connect($port)))
         {
-            # under valgrind, workers take their time to reach Redis
-            sleep 2 if $self->{valgrind};
+            if ($probe) {
+                $self->_wait_ready($workers // 1);
+
+            } elsif ($self->{valgrind}) {
+                # under valgrind, workers take their time to reach Redis
+                sleep 2;
+            }
+
             return $self;
         }
 
@@ -537,9 +614,13 @@ sub reload {
 
         $c->{tpl} = $tpl;
         $c->{$_} = $opts{$_} for grep { exists $opts{$_} } qw(main events);
-
-        $self->write_file('nginx.conf', $self->_conf($c->{tpl}, %$c));
     }
+
+    my $c = $self->{conf};
+    my $probe = $self->_probe($c->{tpl}, $opts{ready});
+
+    $self->write_file('nginx.conf', $self->_conf($c->{tpl}, %$c,
+                                                 probe => $probe));
 
     my %old = map { $_ => 1 } $self->worker_pids;
     my $mark = $self->log_mark;
@@ -555,7 +636,17 @@ sub reload {
         my $old = grep { $old{$_} } @now;
 
         if ($new && (!$old || !$wait_old)) {
-            sleep 2 if $self->{valgrind};
+            my ($workers) = ($c->{main} // '')
+                            =~ /^\s*worker_processes\s+(\d+)/m;
+
+            # the old workers' connections count until they are gone
+            if ($probe) {
+                $self->_wait_ready($workers // 1, \%old);
+
+            } elsif ($self->{valgrind}) {
+                sleep 2;
+            }
+
             return 1;
         }
         return 0 if $self->error_log($mark) =~ /\[emerg\]/;
@@ -564,6 +655,96 @@ sub reload {
     }
 
     return 0;
+}
+
+# Readiness: when the configuration gives webhook_redis the address of a
+# redis-server of the harness that runs, start and reload add a server of
+# their own with webhook_status and return once every worker is connected
+# to Redis (webhook_lock_redis_connected_workers), so that no first
+# request meets a worker still connecting.
+
+sub _probe {
+    my ($self, $tpl, $ready) = @_;
+
+    return 0 if !$self->{module} || defined $ready && !$ready;
+
+    my $conf = $self->_expand($tpl);
+
+    # workers connect to Redis when some location locks
+
+    return 0 unless $conf =~ /^\s*webhook_lock\s+(?!off\b)\w/m;
+
+    my @redis = $conf =~ /^\s*webhook_redis\s+([^;]*);/mg;
+
+    for my $r (values %REDIS) {
+        next unless $r->{pid} || $r->{external};
+
+        my $port = $r->port;
+        my $sock = $r->socket_path;
+
+        return 1 if grep { /:\Q$port\E\b/
+                           || defined $sock && /\Q$sock\E/ } @redis;
+    }
+
+    return 0;
+}
+
+sub _wait_ready {
+    my ($self, $workers, $old) = @_;
+
+    my $deadline = time + 30 * $self->slowness;
+    my ($n, $want);
+
+    while (time < $deadline) {
+
+        # old workers still shutting down still count their connections
+
+        $want = $workers;
+        $want += grep { $old->{$_} } $self->worker_pids if $old;
+
+        $n = eval { $self->status->{webhook_lock_redis_connected_workers} };
+        return 1 if ($n // 0) >= $want;
+        sleep 0.02;
+    }
+
+    die $self->_failure("nginx workers did not connect to Redis in time ("
+                        . ($n // 'no answer') . " of $want)");
+}
+
+sub status {
+    my ($self) = @_;
+
+    my $res = $self->request(GET => '/?format=json', timeout => 5,
+                             port => 'harness_status');
+
+    die "webhook_status: " . ($res->{error} // "status $res->{status}")
+        . "\n" unless ($res->{status} // 0) == 200;
+
+    return JSON::PP::decode_json($res->{body});
+}
+
+sub wait_for {
+    my ($self, $code, %opts) = @_;
+
+    my $deadline = time + ($opts{timeout} // 30) * $self->slowness;
+
+    while (1) {
+        my $ok = $code->();
+        return $ok if $ok;
+        return 0 if time >= $deadline;
+        sleep $opts{interval} // 0.02;
+    }
+}
+
+sub binary { $_[0]{binary} }
+
+sub module { $_[0]{module} }
+
+sub run_nginx {
+    my ($self, @args) = @_;
+
+    return _capture_env({ $self->_nginx_env },
+                        $self->_nginx_command(@args));
 }
 
 sub worker_pids {
@@ -585,7 +766,11 @@ sub worker_pids {
 
 sub redis {
     my ($self, %opts) = @_;
-    return NgxHarness::Redis->new($self, %opts);
+
+    my $redis = NgxHarness::Redis->new($self, %opts);
+    $REDIS{ $redis->port } = $redis;
+
+    return $redis;
 }
 
 sub mock_redis {
@@ -712,6 +897,12 @@ sub request {
 
     if (defined $opts{abort_after}) {
         sleep $opts{abort_after};
+        close $sock;
+        return undef;
+    }
+
+    if (defined $opts{abort_on}) {
+        sleep 0.01 until -e $opts{abort_on} || time >= $deadline;
         close $sock;
         return undef;
     }
@@ -875,6 +1066,11 @@ sub request_async {
     return { pid => $pid, file => $file,
              deadline => time + ($opts{timeout} // 10)
                          + ($opts{abort_after} // 0) + 10 };
+}
+
+sub done_async {
+    my ($self, $hd) = @_;
+    return -e $hd->{file};
 }
 
 sub wait_all {

@@ -37,17 +37,31 @@ are sent with every attempt (C<Content-Type: application/json> unless
 given). C<at> is the absolute time to start at (now + 0.2 s).
 
 C<wait> returns, in the order of the burst, C<< { tag, ok, attempts =>
-[ { t, port, status, error } ] } >>: C<status> 0 when no answer came,
-C<error> the C<error> member of a JSON answer (C<sender_busy>,
-C<lock_unavailable>...) or the client's error. C<statuses($results)>
+[ { t, done, port, status, error, retry_after, headers } ] } >>: C<t>
+when the attempt was sent, C<done> when it was answered, C<status> 0 when
+no answer came, C<error> the C<error> member of a JSON answer
+(C<sender_busy>, C<lock_unavailable>...) or the client's error,
+C<headers> the answer's (lower-case names). C<statuses($results)>
 counts attempts by "STATUS ERROR".
+
+=head2 Signatures
+
+As the providers sign their webhooks:
+C<twilio_signature($url, $body, $token)> (X-Twilio-Signature: the URL,
+then each field's name and distinct values, sorted, HMAC-SHA1, base64),
+C<meta_signature($body, $secret, $sha)> (X-Hub-Signature-256, or with
+C<$sha> 1 X-Hub-Signature: C<sha256=hex>), C<tiktok_signature($body,
+$secret, $t)> (Tiktok-Signature: C<t=TIME,s=hex>; C<$t> defaults to now),
+C<line_signature($body, $secret)> (X-Line-Signature: HMAC-SHA256, base64).
 
 =cut
 
 use strict;
 use warnings;
 
+use Digest::SHA qw(hmac_sha1 hmac_sha1_hex hmac_sha256 hmac_sha256_hex);
 use JSON::PP ();
+use MIME::Base64 qw(encode_base64);
 use POSIX ();
 use Time::HiRes qw(time sleep);
 
@@ -73,6 +87,51 @@ sub whatsapp_body {
             },
         }] }],
     });
+}
+
+sub twilio_signature {
+    my ($url, $body, $token) = @_;
+
+    my %fields;
+
+    for my $pair (grep { length } split /&/, $body) {
+        my ($k, $v) = map {
+            (my $s = $_) =~ tr/+/ /;
+            $s =~ s/%([0-9A-Fa-f]{2})/chr hex $1/ge;
+            $s;
+        } split(/=/, $pair, 2), '';
+
+        $fields{$k}{$v} = 1;
+    }
+
+    my $data = $url;
+
+    for my $k (sort keys %fields) {
+        $data .= $k . $_ for sort keys %{ $fields{$k} };
+    }
+
+    return encode_base64(hmac_sha1($data, $token), '');
+}
+
+sub meta_signature {
+    my ($body, $secret, $sha) = @_;
+
+    return ($sha // 256) == 1 ? 'sha1=' . hmac_sha1_hex($body, $secret)
+                              : 'sha256=' . hmac_sha256_hex($body, $secret);
+}
+
+sub line_signature {
+    my ($body, $secret) = @_;
+
+    return encode_base64(hmac_sha256($body, $secret), '');
+}
+
+sub tiktok_signature {
+    my ($body, $secret, $t) = @_;
+
+    $t //= int time;
+
+    return "t=$t,s=" . hmac_sha256_hex("$t.$body", $secret);
 }
 
 sub send {
@@ -146,8 +205,10 @@ sub _deliver {
             $error = $1;
         }
 
-        push @attempts, { t => $t, port => $port, status => $status,
-                          error => $error // '' };
+        push @attempts, { t => $t, done => time, port => $port,
+                          status => $status, error => $error // '',
+                          retry_after => $res->{headers}{'retry-after'},
+                          headers => $res->{headers} || {} };
 
         return { tag => $hook->{tag}, ok => 1, attempts => \@attempts }
             if $status >= 200 && $status < 300;

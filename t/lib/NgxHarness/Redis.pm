@@ -34,8 +34,9 @@ sends SIGTERM (no save configured, so nothing is written) and waits,
 C<kill> sends SIGKILL, C<start> starts it again on the same port.
 
 C<settled_keys($timeout)> returns C<KEYS *> once it is empty, or as it is
-after C<$timeout> seconds (1 by default): nginx releases a lock just
-after the response, so a test that asserts "released" must allow that.
+after C<$timeout> seconds (3 by default, times the harness's
+C<slowness>): nginx releases a lock just after the response, so a test
+that asserts "released" must allow that.
 
 =cut
 
@@ -170,7 +171,7 @@ sub cmd {
 sub settled_keys {
     my ($self, $timeout) = @_;
 
-    my $deadline = time + ($timeout // 1);
+    my $deadline = time + ($timeout // 3) * $self->{h}->slowness;
 
     while (1) {
         my $keys = $self->cmd('KEYS', '*');

@@ -28,7 +28,13 @@ the defaults; state shared between connections must live in files).
 Per request, a header wins over a query parameter, which wins over the
 options: C<X-Test-Delay: 0.3> / C<?delay=0.3>, C<X-Test-Status: 500> /
 C<?status=500>, C<X-Test-Close: 1> / C<?close=1> (close the connection
-without an answer).
+without an answer), C<X-Test-Hold: NAME> / C<?hold=NAME> (hold the
+request, before its delay, until the test calls C<release(NAME)>; at
+most C<hold_timeout> seconds, 120 by default).
+
+Each request is also noted (one line, C<TESTDIR/upstream-NAME.arrived>)
+as soon as it has been read, before any hold or delay: C<arrived> counts
+those lines, C<wait_arrived($n, $timeout)> waits for C<$n> of them.
 
 Each request is appended (under C<flock>) as one JSON line to
 C<TESTDIR/upstream-NAME.log> before the response is written, so it is
@@ -41,8 +47,10 @@ delay, or 0; C<conn> is the connection number, C<seq> the request number
 on that connection.
 
 Methods: C<requests> (decoded, body bytes restored, sorted by arrival),
-C<wait_requests($n, $timeout)>, C<clear>, C<log_file>, and those of
-L<NgxHarness::Server>.
+C<wait_requests($n, $timeout)>, C<arrived>, C<wait_arrived($n, $timeout)>,
+C<release($hold)>, C<clear> (the requests and the arrivals), C<log_file>,
+and those of L<NgxHarness::Server>. Timeouts are scaled by the harness's
+C<slowness>.
 
 =cut
 
@@ -89,6 +97,43 @@ sub new {
 
 sub log_file { $_[0]{log} }
 
+sub _arrived_file { $_[0]{h}->testdir . "/upstream-$_[0]{name}.arrived" }
+
+sub _release_file {
+    my ($self, $hold) = @_;
+
+    $hold =~ s/[^\w.-]/_/g;
+
+    return $self->{h}->testdir . "/upstream-$self->{name}.release-$hold";
+}
+
+sub release {
+    my ($self, $hold) = @_;
+
+    open my $fh, '>', $self->_release_file($hold) or die "release: $!\n";
+    close $fh;
+}
+
+sub arrived {
+    my ($self) = @_;
+
+    open my $fh, '<', $self->_arrived_file or return 0;
+    flock $fh, LOCK_SH;
+
+    my $n = 0;
+    $n++ while <$fh>;
+    close $fh;
+
+    return $n;
+}
+
+sub wait_arrived {
+    my ($self, $n, $timeout) = @_;
+
+    return $self->{h}->wait_for(sub { $self->arrived >= $n },
+                                timeout => $timeout // 30);
+}
+
 sub requests {
     my ($self) = @_;
 
@@ -113,7 +158,7 @@ sub requests {
 sub wait_requests {
     my ($self, $n, $timeout) = @_;
 
-    my $deadline = time + ($timeout // 5);
+    my $deadline = time + ($timeout // 5) * $self->{h}->slowness;
     my @reqs;
 
     while (1) {
@@ -126,10 +171,12 @@ sub wait_requests {
 sub clear {
     my ($self) = @_;
 
-    open my $fh, '+<', $self->{log} or return;
-    flock $fh, LOCK_EX;
-    truncate $fh, 0;
-    close $fh;
+    for my $file ($self->{log}, $self->_arrived_file) {
+        open my $fh, '+<', $file or next;
+        flock $fh, LOCK_EX;
+        truncate $fh, 0;
+        close $fh;
+    }
 }
 
 sub _connection {
@@ -181,6 +228,14 @@ sub _connection {
         );
 
         $req{incomplete} = $err if $err;
+
+        $self->_note_arrival(\%req);
+
+        my $hold = $hdr->{'x-test-hold'} // $q{hold} // $o->{hold};
+
+        if (defined $hold && length $hold) {
+            $req{held} = $self->_hold($hold);
+        }
 
         $req{peer_closed} = _pause($c, $delay);
 
@@ -260,6 +315,29 @@ sub _pause {
     }
 
     return 0;
+}
+
+sub _note_arrival {
+    my ($self, $req) = @_;
+
+    open my $fh, '>>', $self->_arrived_file or die "arrived: $!\n";
+    flock $fh, LOCK_EX;
+    syswrite $fh, "$req->{arrived} $req->{pid} $req->{seq}\n";
+    close $fh;
+}
+
+# until the test releases the hold: the seconds it took
+
+sub _hold {
+    my ($self, $hold) = @_;
+
+    my $file = $self->_release_file($hold);
+    my $start = time;
+    my $end = $start + ($self->{opts}{hold_timeout} // 120);
+
+    sleep 0.02 until -e $file || time >= $end;
+
+    return time - $start;
 }
 
 sub _record {
