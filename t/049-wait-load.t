@@ -47,6 +47,10 @@ server {
     webhook_lock_key   lock:$webhook_sender;
     webhook_lock_log_level info;
 
+    # a lock is renewed every third of its ttl: none falls inside a run,
+    # however slow, so the commands counted are the take and the release
+    webhook_lock_ttl   300s;
+
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_set_header X-Id $http_x_id;

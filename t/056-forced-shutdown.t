@@ -90,7 +90,8 @@ for my $case ([ hook => 'SET', 'the acquire' ],
 
     my $t = time;
 
-    ok($h->reload(undef, timeout => 10), "$name: the old worker is gone");
+    ok($h->reload(undef, timeout => 10, ready => 0),
+       "$name: the old worker is gone");
     ok(time < $until, sprintf("$name: forced out after "
                               . "worker_shutdown_timeout (%.1f s), before "
                               . "Redis answered", time - $t));
