@@ -255,18 +255,20 @@ ok(wait_queued('lock:gil', 2), 'two waiting');
 # the holder is let go once the worker is shutting down
 
 my @workers = $h->worker_pids;
+my $mark = $h->log_mark;
 
 $h->run_daemon(sub {
     $h->wait_for(sub {
-        grep { NgxHarness::_cmdline($_) =~ /shutting down/ || !-e "/proc/$_" }
-             @workers;
+        my $log = $h->error_log($mark);
+        grep { $log =~ /\b$_#\d+: gracefully shutting down/
+               || !-e "/proc/$_" } @workers;
     }, interval => 0.01);
     $up->release('gil');
 });
 
 $t = time;
 ok($h->stop(timeout => 5), 'quit, without TERM');
-ok(time - $t < 4, 'promptly');
+ok(time - $t < 4 * $h->slowness, 'promptly');
 
 @r = $h->wait_all(@w);
 is(join(',', map { $_->{status} } @r), '200,200,200',
