@@ -20,8 +20,9 @@
 #   ./build.sh fuzz [S]   each libFuzzer target of t/fuzz for S seconds (10)
 #
 # NGINX_SRC=/path builds against another nginx source tree (a release or a
-# checkout of nginx's repository); BUILD_DIR moves the build; CC_OPT and
-# LD_OPT add compiler and linker flags.
+# checkout of nginx's repository), with the configure arguments of the
+# nginx that TEST_NGINX_BINARY names, if set; BUILD_DIR moves the build;
+# CC_OPT and LD_OPT add compiler and linker flags.
 
 set -euo pipefail
 
@@ -68,6 +69,12 @@ configure() {
     if [ -f "$nginx_src/conf_flags" ]; then
         # Debian's nginx-dev: the flags the packaged binary was built with
         flags=$(. "$nginx_src/conf_flags" && printf '%q ' "${NGX_CONF_FLAGS[@]}")
+
+    elif [ -n "${TEST_NGINX_BINARY:-}" ]; then
+        # the nginx the module is for: its own configure arguments, so
+        # that both agree on --with-debug and the modules compiled in
+        flags="--with-compat $("$TEST_NGINX_BINARY" -V 2>&1 \
+                               | sed -n 's/^configure arguments: //p')"
 
     else
         flags="--with-compat"
