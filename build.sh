@@ -192,34 +192,19 @@ asan() {
                    "$(${CC:-gcc} -print-file-name=libasan.so)")" -- "$@"
 }
 
-# Every file unless named, but those that valgrind's slowness defeats
-# (they pass its memory checks when named, some of their timings fail):
-# the demo runs an nginx of its own; t/040 and t/062 count the scripts
-# loaded, which a setup timed out under valgrind loads twice; t/048 and
-# t/049 time the order of requests sent 20 ms apart.
-
-valgrind_skip="t/040-lock.t t/048-wait-nodes.t t/049-wait-load.t
-               t/050-demo.t t/062-dedup-mock.t"
+# Every file unless named: the suite waits on conditions, not on time,
+# so valgrind's slowness only makes it longer (about 12 minutes).
 
 valgrind_tests() {
-    local files=("$@") f skip
-
-    skip=" $(echo $valgrind_skip) "
-
     build=${BUILD_DIR:-$repo/build/valgrind}
 
     deps valgrind
     LD_OPT="-Wl,-z,nodelete ${LD_OPT:-}" build
 
-    if [ ${#files[@]} = 0 ]; then
-        for f in "$repo"/t/*.t; do
-            [[ $skip = *" t/${f##*/} "* ]] || files+=("$f")
-        done
-    fi
-
     TEST_JOBS=${TEST_JOBS:-1} \
-        prove_with TEST_NGINX_VALGRIND=1 -- "${files[@]}"
+        prove_with TEST_NGINX_VALGRIND=1 -- "$@"
 }
+
 
 # prove, with the module just built and these variables: VAR=value ... --
 
