@@ -42,6 +42,8 @@ static int ngx_libc_cdecl ngx_http_webhook_lock_signature_cmp(
     const void *one, const void *two);
 static ngx_table_elt_t *ngx_http_webhook_lock_signature_header(
     ngx_http_request_t *r, ngx_str_t *name);
+static ngx_int_t ngx_http_webhook_lock_signature_base64(
+    ngx_http_request_t *r, ngx_str_t *name, u_char *sig, size_t len);
 static ngx_int_t ngx_http_webhook_lock_signature_hex(ngx_str_t *hex,
     u_char *out, size_t len);
 static ngx_int_t ngx_http_webhook_lock_signature_verify(
@@ -267,31 +269,19 @@ static ngx_int_t
 ngx_http_webhook_lock_signature_twilio(ngx_http_request_t *r,
     ngx_array_t *secrets, ngx_http_complex_value_t *url, ngx_str_t *body)
 {
-    u_char            sig[NGX_HTTP_WEBHOOK_LOCK_SHA1_LEN + 3];
-    ngx_int_t         rc;
-    ngx_str_t         name, target, decoded, detail, *parts;
-    ngx_uint_t        i, n, nparts;
-    ngx_array_t       fields;
-    ngx_keyval_t     *kv, **sorted;
-    ngx_table_elt_t  *h;
+    u_char         sig[NGX_HTTP_WEBHOOK_LOCK_SHA1_LEN + 3];
+    ngx_int_t      rc;
+    ngx_str_t      name, target, detail, *parts;
+    ngx_uint_t     i, n, nparts;
+    ngx_array_t    fields;
+    ngx_keyval_t  *kv, **sorted;
 
     ngx_str_set(&name, "X-Twilio-Signature");
 
-    h = ngx_http_webhook_lock_signature_header(r, &name);
-    if (h == NULL) {
-        return ngx_http_webhook_lock_signature_fail(r, &name, "missing");
-    }
-
-    /* padded base64 of 20 bytes, nothing more */
-
-    decoded.data = sig;
-
-    if (h->value.len
-        != ngx_base64_encoded_length(NGX_HTTP_WEBHOOK_LOCK_SHA1_LEN)
-        || ngx_decode_base64(&decoded, &h->value) != NGX_OK
-        || decoded.len != NGX_HTTP_WEBHOOK_LOCK_SHA1_LEN)
-    {
-        return ngx_http_webhook_lock_signature_fail(r, &name, "malformed");
+    rc = ngx_http_webhook_lock_signature_base64(r, &name, sig,
+                                                NGX_HTTP_WEBHOOK_LOCK_SHA1_LEN);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     if (ngx_http_complex_value(r, url, &target) != NGX_OK) {
@@ -377,32 +367,21 @@ static ngx_int_t
 ngx_http_webhook_lock_signature_line(ngx_http_request_t *r,
     ngx_array_t *secrets, ngx_str_t *body)
 {
-    u_char            sig[NGX_HTTP_WEBHOOK_LOCK_SHA256_LEN + 2];
-    ngx_int_t         rc;
-    ngx_str_t         name, decoded;
-    ngx_table_elt_t  *h;
+    u_char      sig[NGX_HTTP_WEBHOOK_LOCK_SHA256_LEN + 2];
+    ngx_int_t   rc;
+    ngx_str_t   name;
 
     ngx_str_set(&name, "X-Line-Signature");
 
-    h = ngx_http_webhook_lock_signature_header(r, &name);
-    if (h == NULL) {
-        return ngx_http_webhook_lock_signature_fail(r, &name, "missing");
-    }
-
-    /* padded base64 of 32 bytes, nothing more */
-
-    decoded.data = sig;
-
-    if (h->value.len
-        != ngx_base64_encoded_length(NGX_HTTP_WEBHOOK_LOCK_SHA256_LEN)
-        || ngx_decode_base64(&decoded, &h->value) != NGX_OK
-        || decoded.len != NGX_HTTP_WEBHOOK_LOCK_SHA256_LEN)
-    {
-        return ngx_http_webhook_lock_signature_fail(r, &name, "malformed");
+    rc = ngx_http_webhook_lock_signature_base64(r, &name, sig,
+                                            NGX_HTTP_WEBHOOK_LOCK_SHA256_LEN);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     rc = ngx_http_webhook_lock_signature_verify(r, secrets, EVP_sha256(),
-                                                body, 1, sig, decoded.len);
+                                                body, 1, sig,
+                                            NGX_HTTP_WEBHOOK_LOCK_SHA256_LEN);
 
     if (rc == NGX_DECLINED) {
         return ngx_http_webhook_lock_signature_fail(r, &name,
@@ -552,6 +531,37 @@ ngx_http_webhook_lock_signature_header(ngx_http_request_t *r, ngx_str_t *name)
 
 
 /* exactly "len" bytes in hex, either case */
+
+
+/*
+ * The header "name" as padded base64 of "len" bytes, nothing more,
+ * decoded into "sig" (room for len + 2 bytes).  NGX_DECLINED: missing
+ * or malformed, logged.
+ */
+
+static ngx_int_t
+ngx_http_webhook_lock_signature_base64(ngx_http_request_t *r,
+    ngx_str_t *name, u_char *sig, size_t len)
+{
+    ngx_str_t         decoded;
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_webhook_lock_signature_header(r, name);
+    if (h == NULL) {
+        return ngx_http_webhook_lock_signature_fail(r, name, "missing");
+    }
+
+    decoded.data = sig;
+
+    if (h->value.len != ngx_base64_encoded_length(len)
+        || ngx_decode_base64(&decoded, &h->value) != NGX_OK
+        || decoded.len != len)
+    {
+        return ngx_http_webhook_lock_signature_fail(r, name, "malformed");
+    }
+
+    return NGX_OK;
+}
 
 static ngx_int_t
 ngx_http_webhook_lock_signature_hex(ngx_str_t *hex, u_char *out, size_t len)
