@@ -18,6 +18,9 @@
 #define NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MAX  2000
 
 
+static void ngx_http_webhook_lock_conn_resolved(ngx_resolver_ctx_t *ctx);
+static void ngx_http_webhook_lock_conn_open(ngx_http_webhook_lock_conn_t *cn,
+    const char *host, in_port_t port);
 static void ngx_http_webhook_lock_conn_connected(const redisAsyncContext *ac,
     int status);
 static void ngx_http_webhook_lock_conn_disconnected(
@@ -45,6 +48,7 @@ ngx_http_webhook_lock_conn_init(ngx_http_webhook_lock_conn_t *cn,
     const char *role, void *data)
 {
     cn->conf = conf;
+    cn->addr = &conf->server;
     cn->role = role;
     cn->data = data;
     cn->backoff = NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MIN;
@@ -70,25 +74,118 @@ ngx_http_webhook_lock_conn_init(ngx_http_webhook_lock_conn_t *cn,
 void
 ngx_http_webhook_lock_conn_connect(ngx_http_webhook_lock_conn_t *cn)
 {
-    redisAsyncContext                   *ac;
-    ngx_http_webhook_lock_redis_conf_t  *rcf;
-
-    if (cn->ac != NULL || cn->exiting) {
+    if (cn->ac != NULL || cn->resolving != NULL || cn->exiting) {
         return;
     }
+
+    if (cn->locate) {
+        cn->locate(cn);
+        return;
+    }
+
+    ngx_http_webhook_lock_conn_connect_addr(cn, cn->addr);
+}
+
+
+void
+ngx_http_webhook_lock_conn_connect_addr(ngx_http_webhook_lock_conn_t *cn,
+    ngx_http_webhook_lock_redis_addr_t *addr)
+{
+    ngx_resolver_ctx_t                  *ctx, temp;
+    ngx_http_webhook_lock_redis_conf_t  *rcf;
 
     rcf = cn->conf;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "webhook redis%s connect to %V", cn->role, &rcf->name);
+                   "webhook redis%s connect to %V", cn->role, &addr->name);
+
+    /* the connect timeout covers the name's resolution too */
+
+    if (!cn->connect.timer_set) {
+        ngx_add_timer(&cn->connect, rcf->connect_timeout);
+    }
+
+    if (!addr->resolve || rcf->resolver == NULL) {
+        ngx_http_webhook_lock_conn_open(cn, (const char *) addr->host.data,
+                                        addr->port);
+        return;
+    }
+
+    temp.name = addr->host;
+
+    ctx = ngx_resolve_start(rcf->resolver, &temp);
+    if (ctx == NULL || ctx == NGX_NO_RESOLVER) {
+        ngx_http_webhook_lock_conn_drop(cn, "cannot start resolving");
+        return;
+    }
+
+    ctx->name = addr->host;
+    ctx->handler = ngx_http_webhook_lock_conn_resolved;
+    ctx->data = cn;
+    ctx->timeout = rcf->resolver_timeout;
+
+    cn->resolving = ctx;
+    cn->port = addr->port;
+
+    /* the handler may run before this returns, with a cached answer */
+
+    if (ngx_resolve_name(ctx) != NGX_OK) {
+        cn->resolving = NULL;
+        ngx_http_webhook_lock_conn_drop(cn, "cannot start resolving");
+    }
+}
+
+
+static void
+ngx_http_webhook_lock_conn_resolved(ngx_resolver_ctx_t *ctx)
+{
+    ngx_http_webhook_lock_conn_t *cn = ctx->data;
+
+    u_char     reason[NGX_MAX_ERROR_STR], *p;
+    ngx_str_t  host;
+
+    cn->resolving = NULL;
+
+    if (ctx->state || ctx->naddrs == 0) {
+        p = ngx_snprintf(reason, sizeof(reason) - 1,
+                         "%V could not be resolved (%i: %s)", &ctx->name,
+                         ctx->state, ngx_resolver_strerror(ctx->state));
+        *p = '\0';
+
+        ngx_resolve_name_done(ctx);
+        ngx_http_webhook_lock_conn_drop(cn, (char *) reason);
+        return;
+    }
+
+    /* hiredis takes the address as text: the first one */
+
+    host.data = cn->host;
+    host.len = ngx_sock_ntop(ctx->addrs[0].sockaddr, ctx->addrs[0].socklen,
+                             cn->host, NGX_SOCKADDR_STRLEN - 1, 0);
+    cn->host[host.len] = '\0';
+
+    ngx_resolve_name_done(ctx);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "webhook redis%s resolved: %V", cn->role, &host);
+
+    ngx_http_webhook_lock_conn_open(cn, (const char *) cn->host, cn->port);
+}
+
+
+static void
+ngx_http_webhook_lock_conn_open(ngx_http_webhook_lock_conn_t *cn,
+    const char *host, in_port_t port)
+{
+    redisAsyncContext  *ac;
 
     /* non-blocking; host is an address or a path, nothing to resolve */
 
-    if (rcf->port) {
-        ac = redisAsyncConnect((const char *) rcf->host.data, rcf->port);
+    if (port) {
+        ac = redisAsyncConnect(host, port);
 
     } else {
-        ac = redisAsyncConnectUnix((const char *) rcf->host.data);
+        ac = redisAsyncConnectUnix(host);
     }
 
     if (ac == NULL) {
@@ -118,10 +215,6 @@ ngx_http_webhook_lock_conn_connect(ngx_http_webhook_lock_conn_t *cn)
 
     cn->ac = ac;
     cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_CONNECTING;
-
-    /* hiredis has no connect timeout of its own here: ours covers setup */
-
-    ngx_add_timer(&cn->connect, rcf->connect_timeout);
 
     (void) redisAsyncSetDisconnectCallback(ac,
                                        ngx_http_webhook_lock_conn_disconnected);
@@ -186,22 +279,33 @@ ngx_int_t
 ngx_http_webhook_lock_conn_login(ngx_http_webhook_lock_conn_t *cn,
     ngx_uint_t select)
 {
+    int                                  argc;
     u_char                               db[NGX_INT_T_LEN];
-    size_t                               argvlen[2];
-    const char                          *argv[2];
+    size_t                               argvlen[3];
+    const char                          *argv[3];
     ngx_http_webhook_lock_redis_conf_t  *rcf;
 
     rcf = cn->conf;
 
     if (rcf->password.len) {
-        argv[0] = "AUTH";
-        argvlen[0] = sizeof("AUTH") - 1;
-        argv[1] = (const char *) rcf->password.data;
-        argvlen[1] = rcf->password.len;
+        argc = 0;
+
+        argv[argc] = "AUTH";
+        argvlen[argc++] = sizeof("AUTH") - 1;
+
+        /* Redis 6 ACL: AUTH user password */
+
+        if (rcf->user.len) {
+            argv[argc] = (const char *) rcf->user.data;
+            argvlen[argc++] = rcf->user.len;
+        }
+
+        argv[argc] = (const char *) rcf->password.data;
+        argvlen[argc++] = rcf->password.len;
 
         if (ngx_http_webhook_lock_conn_setup(cn,
                                          ngx_http_webhook_lock_conn_setup_reply,
-                                         "AUTH", 2, argv, argvlen)
+                                         "AUTH", argc, argv, argvlen)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -433,6 +537,11 @@ ngx_http_webhook_lock_conn_close(ngx_http_webhook_lock_conn_t *cn)
 
     if (cn->drop.posted) {
         ngx_delete_posted_event(&cn->drop);
+    }
+
+    if (cn->resolving) {
+        ngx_resolve_name_done(cn->resolving);
+        cn->resolving = NULL;
     }
 
     if (ac) {

@@ -13,21 +13,7 @@
 #include <ngx_event.h>
 #include <hiredis/async.h>
 
-
-typedef struct {
-    ngx_str_t           name;             /* as configured, for logs */
-    ngx_str_t           host;             /* IP text or unix path, with
-                                             a NUL after it */
-    in_port_t           port;             /* 0: unix socket */
-    ngx_str_t           password;         /* len == 0: no AUTH */
-    ngx_int_t           db;
-    ngx_msec_t          connect_timeout;
-    ngx_msec_t          timeout;
-    ngx_uint_t          max_pending;
-    ngx_flag_t          dedup;            /* load the dedup scripts */
-    ngx_flag_t          queue;            /* some location waits: the
-                                             queue script, a subscriber */
-} ngx_http_webhook_lock_redis_conf_t;
+#include "ngx_http_webhook_lock_redis_conf.h"
 
 
 typedef enum {
@@ -54,6 +40,10 @@ typedef void (*ngx_http_webhook_lock_conn_pt)(
 struct ngx_http_webhook_lock_conn_s {
     redisAsyncContext                   *ac;
     ngx_http_webhook_lock_redis_conf_t  *conf;
+    ngx_http_webhook_lock_redis_addr_t  *addr;      /* &conf->server */
+    ngx_resolver_ctx_t                  *resolving;
+    in_port_t                            port;      /* being resolved */
+    u_char                               host[NGX_SOCKADDR_STRLEN];
     void                                *data;      /* the owner */
     ngx_http_webhook_lock_redis_state_e  state;
     const char                          *role;      /* in log lines */
@@ -62,6 +52,10 @@ struct ngx_http_webhook_lock_conn_s {
     ngx_event_t                          connect;   /* connect_timeout */
     ngx_event_t                          reconnect;
     ngx_event_t                          drop;      /* posted */
+    ngx_http_webhook_lock_conn_pt        locate;    /* NULL, or finds
+                                                       the address first,
+                                                       then calls
+                                                       conn_connect_addr */
     ngx_http_webhook_lock_conn_pt        init;      /* sends the setup */
     ngx_http_webhook_lock_conn_pt        ready_handler;
     ngx_http_webhook_lock_conn_pt        lost_handler;
@@ -75,6 +69,10 @@ void ngx_http_webhook_lock_conn_init(ngx_http_webhook_lock_conn_t *cn,
     ngx_http_webhook_lock_redis_conf_t *conf, ngx_log_t *log,
     const char *role, void *data);
 void ngx_http_webhook_lock_conn_connect(ngx_http_webhook_lock_conn_t *cn);
+
+/* from cn->locate: connect there, resolving the name first if need be */
+void ngx_http_webhook_lock_conn_connect_addr(ngx_http_webhook_lock_conn_t *cn,
+    ngx_http_webhook_lock_redis_addr_t *addr);
 
 /* in cn->init: AUTH (with a password), then SELECT (with a db) if asked */
 ngx_int_t ngx_http_webhook_lock_conn_login(ngx_http_webhook_lock_conn_t *cn,
