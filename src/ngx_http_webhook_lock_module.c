@@ -281,18 +281,18 @@ ngx_http_webhook_lock_create_main_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     wmcf->redis.name = { 0, NULL };
-     *     wmcf->redis.host = { 0, NULL };
-     *     wmcf->redis.port = 0;
+     *     wmcf->redis.server = { ... };
+     *     wmcf->redis.user = { 0, NULL };
      *     wmcf->redis.password = { 0, NULL };
+     *     wmcf->redis.sentinels = NULL;
+     *     wmcf->redis.resolver = NULL;
+     *     wmcf->redis.tls = 0;
      *     wmcf->redis.dedup = 0;
      *     wmcf->redis.queue = 0;
      *     wmcf->enabled = 0;
      */
 
-    wmcf->redis.db = NGX_CONF_UNSET;
-    wmcf->redis.connect_timeout = NGX_CONF_UNSET_MSEC;
-    wmcf->redis.timeout = NGX_CONF_UNSET_MSEC;
-    wmcf->redis.max_pending = NGX_CONF_UNSET_UINT;
+    ngx_http_webhook_lock_redis_conf_create(&wmcf->redis);
 
     return wmcf;
 }
@@ -303,12 +303,7 @@ ngx_http_webhook_lock_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_webhook_lock_main_conf_t *wmcf = conf;
 
-    ngx_conf_init_value(wmcf->redis.db, 0);
-    ngx_conf_init_msec_value(wmcf->redis.connect_timeout, 200);
-    ngx_conf_init_msec_value(wmcf->redis.timeout, 200);
-    ngx_conf_init_uint_value(wmcf->redis.max_pending, 4096);
-
-    return NGX_CONF_OK;
+    return ngx_http_webhook_lock_redis_conf_init(cf, &wmcf->redis);
 }
 
 
@@ -533,153 +528,7 @@ ngx_http_webhook_lock_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_webhook_lock_main_conf_t *wmcf = conf;
 
-    u_char      *p;
-    ngx_str_t   *value, s;
-    ngx_url_t    u;
-    ngx_int_t    n;
-    ngx_uint_t   i;
-
-    if (wmcf->redis.name.len) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    ngx_memzero(&u, sizeof(ngx_url_t));
-
-    u.url = value[1];
-    u.no_resolve = 0;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-        if (u.err) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "%s in \"%V\" of \"webhook_redis\"",
-                               u.err, &u.url);
-        }
-
-        return NGX_CONF_ERROR;
-    }
-
-    if (u.family != AF_UNIX && (u.no_port || u.port == 0)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "no port in \"%V\" of \"webhook_redis\"", &u.url);
-        return NGX_CONF_ERROR;
-    }
-
-    if (u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "host not found in \"%V\" of \"webhook_redis\"",
-                           &u.url);
-        return NGX_CONF_ERROR;
-    }
-
-    wmcf->redis.name = value[1];
-
-    /* hiredis takes the address as text: the first one resolved */
-
-    if (u.family == AF_UNIX) {
-        s.len = u.host.len;
-        s.data = u.host.data;
-        wmcf->redis.port = 0;
-
-    } else {
-        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        s.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
-                              NGX_SOCKADDR_STRLEN, 0);
-        s.data = p;
-        wmcf->redis.port = ngx_inet_get_port(u.addrs[0].sockaddr);
-    }
-
-    wmcf->redis.host.data = ngx_pnalloc(cf->pool, s.len + 1);
-    if (wmcf->redis.host.data == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    *ngx_cpymem(wmcf->redis.host.data, s.data, s.len) = '\0';
-    wmcf->redis.host.len = s.len;
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            wmcf->redis.password.len = value[i].len - 9;
-            wmcf->redis.password.data = value[i].data + 9;
-
-            if (wmcf->redis.password.len == 0) {
-                goto invalid;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
-            if (n == NGX_ERROR) {
-                goto invalid;
-            }
-
-            wmcf->redis.db = n;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "connect_timeout=", 16) == 0) {
-            s.len = value[i].len - 16;
-            s.data = value[i].data + 16;
-
-            wmcf->redis.connect_timeout = ngx_parse_time(&s, 0);
-            if (wmcf->redis.connect_timeout == (ngx_msec_t) NGX_ERROR
-                || wmcf->redis.connect_timeout == 0)
-            {
-                goto invalid;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
-            s.len = value[i].len - 8;
-            s.data = value[i].data + 8;
-
-            wmcf->redis.timeout = ngx_parse_time(&s, 0);
-            if (wmcf->redis.timeout == (ngx_msec_t) NGX_ERROR
-                || wmcf->redis.timeout == 0)
-            {
-                goto invalid;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "max_pending=", 12) == 0) {
-            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
-            if (n == NGX_ERROR || n == 0) {
-                goto invalid;
-            }
-
-            wmcf->redis.max_pending = n;
-            continue;
-        }
-
-        goto invalid;
-    }
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    /* a password is not echoed into the log */
-
-    if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-        ngx_str_set(&value[i], "password=");
-    }
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\"", &value[i]);
-
-    return NGX_CONF_ERROR;
+    return ngx_http_webhook_lock_redis_conf_parse(cf, &wmcf->redis);
 }
 
 
