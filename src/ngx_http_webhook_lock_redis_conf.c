@@ -358,11 +358,18 @@ ngx_http_webhook_lock_redis_conf_url(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if (path < last && *path != '/') {
+    if (ngx_strlchr(path, last, '?') || ngx_strlchr(path, last, '#')) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" of \"webhook_redis\" has a query or a "
                            "fragment: give parameters after the URL",
                            &rcf->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (hostport.len >= 5 && ngx_strncmp(hostport.data, "unix:", 5) == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no unix socket in a URL of \"webhook_redis\": "
+                           "write unix:/PATH");
         return NGX_CONF_ERROR;
     }
 
@@ -649,11 +656,15 @@ ngx_http_webhook_lock_redis_conf_init(ngx_conf_t *cf,
         rcf->tls_name = rcf->server.host;
     }
 
-    /* the http level's resolver, wherever "resolver" is in the block */
+    /*
+     * The http level's resolver, wherever "resolver" is in the block;
+     * without one, the core module has made a dummy by now, with no
+     * name server.
+     */
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    if (clcf->resolver) {
+    if (clcf->resolver && clcf->resolver->connections.nelts) {
         rcf->resolver = clcf->resolver;
         rcf->resolver_timeout = (clcf->resolver_timeout
                                  == NGX_CONF_UNSET_MSEC)
