@@ -21,7 +21,9 @@ Starts C<redis-server --port N --bind 127.0.0.1 --save '' --appendonly no
 --dir TESTDIR> (output in C<TESTDIR/NAME.log>) and waits for PING. Options:
 C<name> (port name, default C<redis>), C<password>, C<unixsocket> (also
 listen on C<TESTDIR/NAME.sock>, mode 777; see C<socket_path>), C<args>
-(more redis-server arguments, array ref).
+(more redis-server arguments, array ref), C<host> (the loopback address
+to listen on and reach it at, C<127.0.0.1> by default: C<127.0.0.2> makes
+a second Redis on the same port, as a container given a new address).
 
 With C<TEST_NGINX_REDIS_PORT> (and C<TEST_NGINX_REDIS_PASSWORD>) an
 existing Redis is used instead: C<can_restart> is false and C<start>,
@@ -58,6 +60,7 @@ sub new {
         h        => $h,
         name     => $name,
         password => $opts{password},
+        host     => $opts{host} // '127.0.0.1',
         args     => $opts{args} || [],
         timeout  => $opts{timeout} // 5,
     }, $class;
@@ -85,6 +88,7 @@ sub new {
 }
 
 sub port        { $_[0]{port} }
+sub host        { $_[0]{host} }
 sub name        { $_[0]{name} }
 sub pid         { $_[0]{pid} }
 sub password    { $_[0]{password} }
@@ -101,7 +105,7 @@ sub start {
     my $log = $h->testdir . "/$self->{name}.log";
 
     my @cmd = ($self->{bin}, '--port', $self->{port},
-               '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+               '--bind', $self->{host}, '--save', '', '--appendonly', 'no',
                '--dir', $h->testdir, '--daemonize', 'no');
 
     push @cmd, '--requirepass', $self->{password}
@@ -184,7 +188,7 @@ sub _connect {
     my ($self) = @_;
 
     my $sock = IO::Socket::INET->new(
-        PeerAddr => '127.0.0.1',
+        PeerAddr => $self->{host},
         PeerPort => $self->{port},
         Proto    => 'tcp',
         Timeout  => $self->{timeout},
