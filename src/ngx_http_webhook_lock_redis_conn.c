@@ -11,6 +11,7 @@
 #include <hiredis/async.h>
 
 #include "ngx_http_webhook_lock_redis_conn.h"
+#include "ngx_http_webhook_lock_redis_sentinel.h"
 #include "ngx_http_webhook_lock_hiredis.h"
 
 
@@ -28,6 +29,8 @@ static void ngx_http_webhook_lock_conn_disconnected(
 static void ngx_http_webhook_lock_conn_setup_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_webhook_lock_conn_ready(ngx_http_webhook_lock_conn_t *cn);
+static void ngx_http_webhook_lock_conn_refused(
+    ngx_http_webhook_lock_conn_t *cn, const char *reason);
 static void ngx_http_webhook_lock_conn_down(ngx_http_webhook_lock_conn_t *cn,
     const char *reason);
 static void ngx_http_webhook_lock_conn_gone(ngx_http_webhook_lock_conn_t *cn,
@@ -74,11 +77,28 @@ ngx_http_webhook_lock_conn_init(ngx_http_webhook_lock_conn_t *cn,
 void
 ngx_http_webhook_lock_conn_connect(ngx_http_webhook_lock_conn_t *cn)
 {
-    if (cn->ac != NULL || cn->resolving != NULL || cn->exiting) {
+    if (cn->ac != NULL
+        || cn->resolving != NULL
+        || cn->locating
+        || cn->exiting)
+    {
         return;
     }
 
     if (cn->locate) {
+
+        /*
+         * Connecting already: requests wait for the connection meanwhile,
+         * and connect_timeout covers the search for the address too.
+         */
+
+        cn->locating = 1;
+        cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_CONNECTING;
+
+        if (!cn->connect.timer_set) {
+            ngx_add_timer(&cn->connect, cn->conf->connect_timeout);
+        }
+
         cn->locate(cn);
         return;
     }
@@ -95,6 +115,8 @@ ngx_http_webhook_lock_conn_connect_addr(ngx_http_webhook_lock_conn_t *cn,
     ngx_http_webhook_lock_redis_conf_t  *rcf;
 
     rcf = cn->conf;
+
+    cn->locating = 0;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "webhook redis%s connect to %V", cn->role, &addr->name);
@@ -189,22 +211,19 @@ ngx_http_webhook_lock_conn_open(ngx_http_webhook_lock_conn_t *cn,
     }
 
     if (ac == NULL) {
-        ngx_http_webhook_lock_conn_down(cn, "cannot allocate a context");
-        ngx_http_webhook_lock_conn_schedule(cn);
+        ngx_http_webhook_lock_conn_refused(cn, "cannot allocate a context");
         return;
     }
 
     if (ac->err) {
-        ngx_http_webhook_lock_conn_down(cn, ac->c.errstr);
+        ngx_http_webhook_lock_conn_refused(cn, ac->c.errstr);
         redisAsyncFree(ac);
-        ngx_http_webhook_lock_conn_schedule(cn);
         return;
     }
 
     if (ngx_http_webhook_lock_hiredis_attach(ac, ngx_cycle->log) != NGX_OK) {
-        ngx_http_webhook_lock_conn_down(cn, "cannot attach a connection");
+        ngx_http_webhook_lock_conn_refused(cn, "cannot attach a connection");
         redisAsyncFree(ac);
-        ngx_http_webhook_lock_conn_schedule(cn);
         return;
     }
 
@@ -223,6 +242,34 @@ ngx_http_webhook_lock_conn_open(ngx_http_webhook_lock_conn_t *cn,
 
     (void) redisAsyncSetConnectCallback(ac,
                                         ngx_http_webhook_lock_conn_connected);
+}
+
+
+/*
+ * Failed before a context: as a lost connection, for requests that waited
+ * while the address was being located (the state is CONNECTING then).
+ */
+
+static void
+ngx_http_webhook_lock_conn_refused(ngx_http_webhook_lock_conn_t *cn,
+    const char *reason)
+{
+    ngx_uint_t  located;
+
+    located = (cn->state == NGX_HTTP_WEBHOOK_LOCK_REDIS_CONNECTING);
+
+    cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN;
+
+    if (cn->connect.timer_set) {
+        ngx_del_timer(&cn->connect);
+    }
+
+    ngx_http_webhook_lock_conn_down(cn, reason);
+    ngx_http_webhook_lock_conn_schedule(cn);
+
+    if (located) {
+        cn->lost_handler(cn);
+    }
 }
 
 
@@ -325,6 +372,12 @@ ngx_http_webhook_lock_conn_login(ngx_http_webhook_lock_conn_t *cn,
         {
             return NGX_ERROR;
         }
+    }
+
+    /* what a sentinel said may be stale: a replica is no place for locks */
+
+    if (cn->locator && ngx_http_webhook_lock_sentinel_role(cn) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     return NGX_OK;
@@ -519,17 +572,39 @@ ngx_http_webhook_lock_conn_exit(ngx_http_webhook_lock_conn_t *cn)
 }
 
 
+void
+ngx_http_webhook_lock_conn_restart(ngx_http_webhook_lock_conn_t *cn)
+{
+    if (cn->exiting) {
+        return;
+    }
+
+    ngx_http_webhook_lock_conn_close(cn);
+
+    if (cn->reconnect.timer_set) {
+        ngx_del_timer(&cn->reconnect);
+    }
+
+    cn->backoff = NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MIN;
+
+    ngx_http_webhook_lock_conn_connect(cn);
+}
+
+
 static void
 ngx_http_webhook_lock_conn_close(ngx_http_webhook_lock_conn_t *cn)
 {
-    redisAsyncContext  *ac;
+    redisAsyncContext                    *ac;
+    ngx_http_webhook_lock_redis_state_e   state;
 
     ac = cn->ac;
+    state = cn->state;
 
     /* first: the callbacks below must find no context to send to */
 
     cn->ac = NULL;
     cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN;
+    cn->locating = 0;
 
     if (cn->connect.timer_set) {
         ngx_del_timer(&cn->connect);
@@ -548,6 +623,10 @@ ngx_http_webhook_lock_conn_close(ngx_http_webhook_lock_conn_t *cn)
         /* pending callbacks run with NULL, then the adapter's cleanup */
         redisAsyncFree(ac);
 
+        cn->lost_handler(cn);
+
+    } else if (state == NGX_HTTP_WEBHOOK_LOCK_REDIS_CONNECTING) {
+        /* requests waited while the address was being located */
         cn->lost_handler(cn);
     }
 
