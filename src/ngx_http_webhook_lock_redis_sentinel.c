@@ -29,10 +29,10 @@
 
 typedef struct {
     ngx_http_webhook_lock_conn_t        *cn;
-    ngx_uint_t                           answer;    /* the one it took */
     ngx_str_t                            at;        /* where it went */
     u_char                               name[
                                       NGX_HTTP_WEBHOOK_LOCK_SENTINEL_NAME_LEN];
+    unsigned                             fresh:1;   /* moved: no question */
 } ngx_http_webhook_lock_sentinel_client_t;
 
 
@@ -40,9 +40,9 @@ typedef struct {
  * One per worker.  A question goes to one sentinel at a time, starting
  * with the last that answered; each sentinel has a connection of its own
  * for questions, opened when first asked and kept, and one that listens
- * to its events.  "answer" counts the answers: a connection that lost
- * its master asks again rather than going back to the address it already
- * had, unless a newer answer has come meanwhile.
+ * to its events.  A connection that lost its master asks again rather
+ * than going back to the address it had; one moved to a new master goes
+ * there straight.
  *
  * Every sentinel is listened to, since only the one that runs a failover
  * says that it has begun.  From then until +switch-master no lock is
@@ -64,7 +64,6 @@ struct ngx_http_webhook_lock_sentinel_s {
     ngx_event_t                          pause;     /* a failover's end */
     ngx_event_t                          step;      /* posted */
     ngx_http_webhook_lock_redis_addr_t   master;
-    ngx_uint_t                           answer;
     ngx_http_webhook_lock_sentinel_client_t
                           clients[NGX_HTTP_WEBHOOK_LOCK_SENTINEL_CLIENTS];
     ngx_uint_t                           nclients;
@@ -316,7 +315,7 @@ ngx_http_webhook_lock_sentinel_locate(ngx_http_webhook_lock_conn_t *cn)
 
     c = ngx_http_webhook_lock_sentinel_client(st, cn);
 
-    if (st->known && !st->querying && c->answer != st->answer) {
+    if (c->fresh && st->known && !st->querying) {
         ngx_http_webhook_lock_sentinel_serve(st, c);
         return;
     }
@@ -331,7 +330,7 @@ static void
 ngx_http_webhook_lock_sentinel_serve(ngx_http_webhook_lock_sentinel_t *st,
     ngx_http_webhook_lock_sentinel_client_t *c)
 {
-    c->answer = st->answer;
+    c->fresh = 0;
     c->at.len = ngx_cpymem(c->name, st->master.name.data,
                            st->master.name.len)
                 - c->name;
@@ -380,6 +379,7 @@ ngx_http_webhook_lock_sentinel_follow(ngx_http_webhook_lock_sentinel_t *st)
 
         if (cn->ac == NULL && cn->resolving == NULL) {
             if (cn->reconnect.timer_set) {
+                c->fresh = 1;
                 ngx_http_webhook_lock_conn_restart(cn);
             }
 
@@ -393,6 +393,7 @@ ngx_http_webhook_lock_sentinel_follow(ngx_http_webhook_lock_sentinel_t *st)
                            "webhook redis%s moves from %V to %V", cn->role,
                            &c->at, &st->master.name);
 
+            c->fresh = 1;
             ngx_http_webhook_lock_conn_restart(cn);
         }
     }
@@ -599,7 +600,7 @@ ngx_http_webhook_lock_sentinel_answer(redisAsyncContext *ac, void *r,
 }
 
 
-/* NGX_DECLINED: the same as before, NGX_ERROR: not an address */
+/* NGX_ERROR: not an address */
 
 static ngx_int_t
 ngx_http_webhook_lock_sentinel_master(ngx_http_webhook_lock_sentinel_t *st,
@@ -621,8 +622,6 @@ ngx_http_webhook_lock_sentinel_master(ngx_http_webhook_lock_sentinel_t *st,
                       &st->conf->server.host);
         return NGX_ERROR;
     }
-
-    st->answer++;
 
     if (st->known
         && st->master.port == (in_port_t) port
