@@ -22,7 +22,10 @@ my $h = NgxHarness->new(needs => [qw/proxy redis/]);
 plan skip_all => 'needs redis-servers of its own'
     if $ENV{TEST_NGINX_REDIS_PORT};
 
-my $rs = RedisSentinel->new($h, sentinels => 3);
+# a second replica: the sentinel that fails over reconfigures it before
+# +switch-master, which leaves a second or so after the promotion
+
+my $rs = RedisSentinel->new($h, sentinels => 3, replicas => 2);
 my $up = $h->upstream;
 my $app = Chatwoot->start(port => $h->port('app'), dir => $h->testdir,
                           window => 0.15);
@@ -160,7 +163,7 @@ like(log_since($mark),
 # without a reload; fail closed, never two requests of one sender in the
 # app, every message once
 
-$rs->record_switches($_) for 0 .. 2;
+$rs->record($_) for 0 .. 2;
 my $monitor = RedisSentinel::monitor($h, $replica);
 
 # what nginx answered since $at (the access log's offset), as a count
@@ -202,6 +205,27 @@ ok($h->wait_for(sub { answered($at, '503 busy') }),
 
 my $failover = time;
 $rs->failover(1);
+
+# asked between the promotion and the switch, while the old master still
+# takes writes that the new one will never see: refused
+
+ok($h->wait_for(sub { $rs->events(1, '+promoted-slave') }),
+   'the replica promoted');
+
+my $zed = lock_of('zed', hold => 'zed');
+
+$h->wait_for(sub { $h->done_async($zed)
+                   || $primary->cmd('EXISTS', key('zed')) });
+
+my $on_old = $primary->cmd('EXISTS', key('zed'));
+my $early = !$rs->switches(1);
+
+$up->release('zed');
+my $refused = ($h->wait_all($zed))[0];
+
+ok($early, 'asked before the switch');
+ok(!$on_old, 'no lock taken on the old master after the promotion');
+ok(unavailable($refused), 'a failover under way: 503 lock_unavailable');
 
 ok($h->wait_for(sub { $rs->switches(1) }), 'the sentinels switch');
 
@@ -270,12 +294,15 @@ my ($first) = grep { $_->[0] > $switch->[0]
 ok($first, 'locks taken on the new master');
 
 my $took = $first ? $first->[0] - $switch->[0] : 999;
-my ($seen0) = $rs->switches(0);
+my ($try) = $rs->events(1, '+try-failover');
+my ($promoted) = $rs->events(1, '+promoted-slave');
 
-diag(sprintf 'failover: +switch-master %.3f s after SENTINEL FAILOVER; '
-     . 'the first lock on the new master %.3f s after +switch-master '
-     . '(on the sentinel watched: %.3f s after)', $switch->[0] - $failover,
-     $took, $first && $seen0 ? $first->[0] - $seen0->[0] : -1);
+diag(sprintf 'failover: +try-failover %.3f s after SENTINEL FAILOVER, '
+     . '+promoted-slave %.3f s after, +switch-master %.3f s after; the '
+     . 'first lock on the new master %.3f s after +switch-master: no lock '
+     . 'for %.3f s', $try->[0] - $failover, $promoted->[0] - $failover,
+     $switch->[0] - $failover, $took,
+     $first ? $first->[0] - $try->[0] : -1);
 
 ok($took <= 3 * $h->slowness, 'locks on the new master within 3 s');
 
@@ -365,16 +392,27 @@ sub sentinel_says {
              [ 'SUBSCRIBE' => { hang => 1 } ] ];
 }
 
+# first a sentinel wrong about it: a replica named is not taken (ROLE)
+
 my $mock = $h->mock_redis(name => 'mock_sentinel',
-                          rules => sentinel_says($ra));
+                          rules => sentinel_says($rb));
 
 ok($h->wait_for(sub {
        $rb->cmd('INFO', 'replication') =~ /master_link_status:up/ }),
    'a second replica in sync');
 
+$mark = $h->log_mark;
+
 ok($h->reload(conf('redis://mymaster sentinels=127.0.0.1:'
                    . $mock->port)),
    'reloaded with a scripted sentinel');
+
+ok($h->wait_for(sub { unavailable(post('erin')) }),
+   'a replica named: 503 lock_unavailable');
+$h->error_log_like(qr/\[error\].*redis redis:\/\/mymaster is unreachable: 127\.0\.0\.1:${\ $rb->port } is no master but a "slave"/,
+                   'a replica named: logged', since => $mark);
+
+$mock->set_rules(sentinel_says($ra));
 
 $held = lock_of('erin', hold => 'erin');
 

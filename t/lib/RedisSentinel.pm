@@ -4,33 +4,35 @@ package RedisSentinel;
 
 =head1 NAME
 
-RedisSentinel - a primary, a replica and the sentinels that watch them,
-all real redis-servers, for tests
+RedisSentinel - a primary, its replicas and the sentinels that watch
+them, all real redis-servers, for tests
 
 =head1 SYNOPSIS
 
     use RedisSentinel;
 
-    my $rs = RedisSentinel->new($h, sentinels => 3);
-    $rs->wait_settled;                  # replica in sync, sentinels met
+    my $rs = RedisSentinel->new($h, sentinels => 3, replicas => 2);
+    $rs->wait_settled;                  # replicas in sync, sentinels met
 
     $rs->primary;                       # NgxHarness::Redis
-    $rs->replica;
+    $rs->replica;                       # the first; replica(1)...
     $rs->sentinel(0);                   # NgxHarness::Redis too: cmd, stop
     $rs->addresses;                     # "127.0.0.1:P0,127.0.0.1:P1,..."
     $rs->master(0);                     # "127.0.0.1:PORT", as sentinel 0 says
 
-    $rs->record_switches(1);            # +switch-master, with arrival times
+    $rs->record(1);                     # a failover's events, timed
     $rs->failover(1);                   # SENTINEL FAILOVER, on sentinel 1
     $rs->switches(1);                   # ([TIME, "NAME IP PORT IP PORT"], ...)
+    $rs->events(1, '+promoted-slave');  # ([TIME, MESSAGE], ...)
 
     my $mon = RedisSentinel::monitor($h, $redis);
     RedisSentinel::monitored($mon);     # ([TIME, [CMD, ARGS...]], ...)
 
 =head1 DESCRIPTION
 
-C<new($h, %opts)> starts a primary (port name C<PREFIX_primary>), a
-replica of it (C<PREFIX_replica>) and C<sentinels> sentinels
+C<new($h, %opts)> starts a primary (port name C<PREFIX_primary>),
+C<replicas> replicas of it (1; C<PREFIX_replica>, C<PREFIX_replica1>...,
+the first one the one a failover promotes) and C<sentinels> sentinels
 (C<PREFIX_sentinel0>...; C<redis-server FILE --sentinel>, the file in the
 test directory, which the sentinels rewrite) monitoring it as C<name>
 (C<mymaster>) with C<quorum> (2), C<down_after> (1000 ms) and
@@ -44,10 +46,11 @@ configuration naming them waits for the workers to connect, as with a
 plain Redis.
 
 C<wait_settled> waits (up to 30 s, times the harness's slowness) until
-the replica is in sync and every sentinel sees it and the other
-sentinels; it dies otherwise. C<record_switches($i)> starts a subscriber
-to C<+switch-master> on sentinel C<$i>, noting the local time of each
-message; C<switches($i)> reads them. C<monitor($h, $redis)> starts
+the replicas are in sync and every sentinel sees them and the other
+sentinels; it dies otherwise. C<record($i)> starts a subscriber to
+C<+try-failover>, C<+promoted-slave> and C<+switch-master> on sentinel
+C<$i>, noting the local time of each message; C<events($i, $channel)>
+reads them, C<switches($i)> those of C<+switch-master>. C<monitor($h, $redis)> starts
 C<MONITOR> on a Redis and returns a handle; C<monitored($handle)> gives
 the commands seen so far with Redis's own timestamps.
 
@@ -71,6 +74,8 @@ sub new {
         name              => $opts{name} // 'mymaster',
         prefix            => $opts{prefix} // 'rs',
         n                 => $opts{sentinels} // 3,
+        nreplicas         => $opts{replicas} // 1,
+        replicas          => [],
         quorum            => $opts{quorum} // 2,
         down_after        => $opts{down_after} // 1000,
         failover_timeout  => $opts{failover_timeout} // 3000,
@@ -95,10 +100,16 @@ sub new {
         push @$replica, '--masterauth', $self->{password}
             if defined $self->{password};
 
-        $self->{replica} = $h->redis(name => "${p}_replica",
-                                     (defined $self->{password}
-                                      ? (password => $self->{password}) : ()),
-                                     args => $replica);
+        # the first replica is the one a failover promotes
+
+        for my $i (0 .. $self->{nreplicas} - 1) {
+            push @{ $self->{replicas} },
+                $h->redis(name => "${p}_replica" . ($i || ''),
+                          (defined $self->{password}
+                           ? (password => $self->{password}) : ()),
+                          args => [ @$replica, '--replica-priority',
+                                    10 * ($i + 1) ]);
+        }
     }
 
     for my $i (0 .. $self->{n} - 1) {
@@ -116,7 +127,7 @@ sub new {
 
 sub name      { $_[0]{name} }
 sub primary   { $_[0]{primary} }
-sub replica   { $_[0]{replica} }
+sub replica   { $_[0]{replicas}[$_[1] // 0] }
 sub sentinel  { $_[0]{sentinels}[$_[1]] }
 sub sentinels { @{ $_[0]{sentinels} } }
 
@@ -167,8 +178,9 @@ sub wait_settled {
                            && ($_->{'master-link-status'} // '') eq 'ok' }
                     $self->_instances($s, 'REPLICAS');
 
-            if ($self->{replica} && !@r) {
-                $why = 'sentinel ' . $s->port . ' sees no replica in sync';
+            if (@r < @{ $self->{replicas} }) {
+                $why = 'sentinel ' . $s->port . ' sees ' . scalar(@r)
+                       . ' replicas in sync';
                 return 0;
             }
 
@@ -189,31 +201,40 @@ sub wait_settled {
     return 1;
 }
 
-sub record_switches {
+sub record {
     my ($self, $i) = @_;
 
     my $s = $self->sentinel($i);
-    my $file = $self->{h}->testdir . "/switches-$self->{prefix}$i.log";
+    my $file = $self->{h}->testdir . "/events-$self->{prefix}$i.log";
 
-    $self->{switches}{$i} = $file;
+    $self->{events}{$i} = $file;
 
     _subscriber($self->{h}, $s->port, $s->password, $file,
-                [ 'SUBSCRIBE', '+switch-master' ], sub {
+                [ 'SUBSCRIBE', '+try-failover', '+promoted-slave',
+                  '+switch-master' ], sub {
                     my ($reply) = @_;
                     return unless ref $reply eq 'ARRAY'
                                   && $reply->[0] eq 'message';
-                    return sprintf "%.6f %s\n", time, $reply->[2];
+                    return sprintf "%.6f %s %s\n", time, $reply->[1],
+                                   $reply->[2];
                 });
 
     return $file;
 }
 
+sub events {
+    my ($self, $i, $channel) = @_;
+
+    my $text = NgxHarness::_slurp($self->{events}{$i}) // '';
+
+    return map { [ $_->[0], $_->[2] ] }
+           grep { $_->[1] eq $channel }
+           map { [ split / /, $_, 3 ] } split /\n/, $text;
+}
+
 sub switches {
     my ($self, $i) = @_;
-
-    my $text = NgxHarness::_slurp($self->{switches}{$i}) // '';
-
-    return map { [ split / /, $_, 2 ] } split /\n/, $text;
+    return $self->events($i, '+switch-master');
 }
 
 sub monitor {
