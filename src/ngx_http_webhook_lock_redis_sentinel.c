@@ -24,7 +24,7 @@
     (NGX_HTTP_WEBHOOK_LOCK_SENTINEL_HOST_LEN + sizeof("[]:65535"))
 
 /* the longest wait for the end of a failover that was seen to begin */
-#define NGX_HTTP_WEBHOOK_LOCK_SENTINEL_PAUSE     5000
+#define NGX_HTTP_WEBHOOK_LOCK_SENTINEL_PAUSE     10000
 
 
 typedef struct {

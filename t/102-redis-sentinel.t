@@ -89,6 +89,39 @@ sub post {
 
 sub key { "webhook:{i1}:$_[0]" }
 
+# a lock of $from held in the upstream, found on $redis: asked again
+# while the worker is not there yet; the request's handle, or undef
+sub lock_on {
+    my ($redis, $from) = @_;
+
+    my $held;
+
+    $h->wait_for(sub {
+        my $hd = lock_of($from, hold => $from);
+
+        $h->wait_for(sub { $h->done_async($hd)
+                           || $redis->cmd('EXISTS', key($from)) });
+
+        if ($redis->cmd('EXISTS', key($from))) {
+            $held = $hd;
+            return 1;
+        }
+
+        $h->wait_all($hd);
+        return 0;
+    });
+
+    return $held;
+}
+
+# lets the request of lock_on go: its status
+sub unhold {
+    my ($held, $from) = @_;
+
+    $up->release($from);
+    return $held ? ($h->wait_all($held))[0]{status} : 0;
+}
+
 # a request that is refused for Redis, not for a held lock
 sub unavailable {
     my ($res) = @_;
@@ -330,12 +363,10 @@ $h->error_log_like(qr/\[error\].*redis 127\.0\.0\.1:\d+ sentinel is unreachable:
 
 $_->start for $rs->sentinels;
 
-$held = lock_of('carol', hold => 'carol');
+$held = lock_on($master, 'carol');
 
-ok($h->wait_for(sub { $master->cmd('EXISTS', key('carol')) }),
-   'the sentinels back: locked on the master');
-$up->release('carol');
-is(($h->wait_all($held))[0]{status}, 200, 'the sentinels back: forwarded');
+ok($held, 'the sentinels back: locked on the master');
+is(unhold($held, 'carol'), 200, 'the sentinels back: forwarded');
 
 ###############################################################################
 
@@ -363,12 +394,10 @@ $h->error_log_like(qr/\[error\].*redis redis:\/\/guarded is unreachable: no sent
 ok($h->reload(conf("$guarded sentinel_password=S3ntinel-pw")),
    'reloaded with the right sentinel password');
 
-$held = lock_of('dave', hold => 'dave');
+$held = lock_on($master, 'dave');
 
-ok($h->wait_for(sub { $master->cmd('EXISTS', key('dave')) }),
-   'the right sentinel password: locked on the master');
-$up->release('dave');
-is(($h->wait_all($held))[0]{status}, 200, 'forwarded');
+ok($held, 'the right sentinel password: locked on the master');
+is(unhold($held, 'dave'), 200, 'forwarded');
 
 unlike($h->error_log, qr/S3ntinel-pw|wr0ng-pw/, 'no password in the log');
 
@@ -414,12 +443,10 @@ $h->error_log_like(qr/\[error\].*redis redis:\/\/mymaster is unreachable: 127\.0
 
 $mock->set_rules(sentinel_says($ra));
 
-$held = lock_of('erin', hold => 'erin');
+$held = lock_on($ra, 'erin');
 
-ok($h->wait_for(sub { $ra->cmd('EXISTS', key('erin')) }),
-   'locked on the master named');
-$up->release('erin');
-is(($h->wait_all($held))[0]{status}, 200, 'forwarded');
+ok($held, 'locked on the master named');
+is(unhold($held, 'erin'), 200, 'forwarded');
 
 $mark = $h->log_mark;
 
@@ -428,25 +455,10 @@ is($ra->cmd('REPLICAOF', '127.0.0.1', $rb->port), 'OK',
    'the master demoted');
 $mock->set_rules(sentinel_says($rb));
 
-$held = undef;
+$held = lock_on($rb, 'frank');
 
-ok($h->wait_for(sub {
-       my $hd = lock_of('frank', hold => 'frank');
-
-       if ($h->wait_for(sub { $rb->cmd('EXISTS', key('frank')) },
-                        timeout => 0.5))
-       {
-           $held = $hd;
-           return 1;
-       }
-
-       $up->release('frank');
-       $h->wait_all($hd);
-       return 0;
-   }), 'READONLY: locked on the new master');
-
-$up->release('frank');
-is(($h->wait_all($held))[0]{status}, 200, 'forwarded') if $held;
+ok($held, 'READONLY: locked on the new master');
+is(unhold($held, 'frank'), 200, 'forwarded');
 
 $h->error_log_like(qr/\[error\].*redis redis:\/\/mymaster is unreachable: 127\.0\.0\.1:${\ $ra->port } is a replica now \(READONLY\)/,
                    'READONLY logged', since => $mark);
