@@ -137,6 +137,29 @@ static void ngx_http_webhook_lock_sentinel_role_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 
 
+/*
+ * The events of a failover: the first ones come only from the sentinel
+ * that runs it, the last, +switch-master, from every sentinel once it
+ * knows.
+ */
+
+static ngx_str_t  ngx_http_webhook_lock_sentinel_channels[] = {
+    ngx_string("+switch-master"),
+    ngx_string("+try-failover"),
+    ngx_string("+selected-slave"),
+    ngx_string("+failover-state-send-slaveof-noone"),
+    ngx_string("+promoted-slave"),
+    ngx_string("-failover-abort-not-elected"),
+    ngx_string("-failover-abort-no-good-slave"),
+    ngx_string("-failover-abort-slave-timeout"),
+    ngx_string("-failover-abort-master-timeout"),
+    ngx_string("+failover-end-for-timeout")
+};
+
+#define NGX_HTTP_WEBHOOK_LOCK_SENTINEL_CHANNELS                              \
+    (sizeof(ngx_http_webhook_lock_sentinel_channels) / sizeof(ngx_str_t))
+
+
 ngx_http_webhook_lock_sentinel_t *
 ngx_http_webhook_lock_sentinel_init(ngx_cycle_t *cycle,
     ngx_http_webhook_lock_redis_conf_t *rcf)
@@ -765,29 +788,6 @@ ngx_http_webhook_lock_sentinel_query_lost(ngx_http_webhook_lock_conn_t *cn)
 
     ngx_http_webhook_lock_sentinel_next(st);
 }
-
-
-/*
- * The events of a failover: the first ones come only from the sentinel
- * that runs it, the last, +switch-master, from every sentinel once it
- * knows.
- */
-
-static ngx_str_t  ngx_http_webhook_lock_sentinel_channels[] = {
-    ngx_string("+switch-master"),
-    ngx_string("+try-failover"),
-    ngx_string("+selected-slave"),
-    ngx_string("+failover-state-send-slaveof-noone"),
-    ngx_string("+promoted-slave"),
-    ngx_string("-failover-abort-not-elected"),
-    ngx_string("-failover-abort-no-good-slave"),
-    ngx_string("-failover-abort-slave-timeout"),
-    ngx_string("-failover-abort-master-timeout"),
-    ngx_string("+failover-end-for-timeout")
-};
-
-#define NGX_HTTP_WEBHOOK_LOCK_SENTINEL_CHANNELS                              \
-    (sizeof(ngx_http_webhook_lock_sentinel_channels) / sizeof(ngx_str_t))
 
 
 static void
