@@ -1134,6 +1134,16 @@ ngx_http_webhook_lock_sentinel_role_reply(redisAsyncContext *ac, void *r,
                          (size_t) ngx_min(e[0]->len, 16), e[0]->str);
 
     } else if (reply->type == REDIS_REPLY_ERROR) {
+
+        /* an ACL user without ROLE (@admin): READONLY still tells */
+
+        if (reply->len >= sizeof("NOPERM") - 1
+            && ngx_strncmp(reply->str, "NOPERM", sizeof("NOPERM") - 1) == 0)
+        {
+            ngx_http_webhook_lock_conn_setup_done(cn);
+            return;
+        }
+
         p = ngx_snprintf(reason, sizeof(reason) - 1, "\"ROLE\" failed: %*s",
                          (size_t) reply->len, reply->str);
 

@@ -60,6 +60,16 @@ server {
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
     }
 
+    location /wait {
+        webhook_lock        json;
+        webhook_sender      from;
+        webhook_inbox       inbox;
+        webhook_lock_wait   10s;
+        webhook_redis_fail  closed;
+
+        proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+
     location /webhooks/whatsapp/ {
         webhook_lock        whatsapp;
         webhook_lock_ttl    3s;
@@ -229,6 +239,15 @@ sub album {
                           deadline => 60 * $h->slowness);
 }
 
+# a request in the app across the failover: its lock taken on the old
+# master and copied to the replica; its release, while no lock is taken,
+# waits and goes to the new master
+
+my $gina = lock_on($primary, 'gina');
+
+ok($h->wait_for(sub { $replica->cmd('EXISTS', key('gina')) }),
+   'a lock held across the failover, on the replica too');
+
 my $at = length $h->read_file('sentinel.log');
 my $t0 = time;
 my $burst = album('1555300', 20);
@@ -256,11 +275,19 @@ my $early = !$rs->switches(1);
 $up->release('zed');
 my $refused = ($h->wait_all($zed))[0];
 
-ok($early, 'asked before the switch');
+is(unhold($gina, 'gina'), 200, 'the request held across it ends');
+$early &&= !$rs->switches(1);
+
+ok($early, 'asked and ended before the switch');
 ok(!$on_old, 'no lock taken on the old master after the promotion');
 ok(unavailable($refused), 'a failover under way: 503 lock_unavailable');
 
 ok($h->wait_for(sub { $rs->switches(1) }), 'the sentinels switch');
+
+# long before the ttl (30 s)
+
+ok($h->wait_for(sub { !$replica->cmd('EXISTS', key('gina')) }, timeout => 3),
+   'its release, kept meanwhile, done on the new master');
 
 my $results = $burst->wait;
 my %st = Provider::statuses($results);
@@ -341,6 +368,31 @@ ok($took <= 3 * $h->slowness, 'locks on the new master within 3 s');
 
 $h->error_log_like(qr/\[notice\].*redis master mymaster is at 127\.0\.0\.1:${\ $replica->port }\b/,
                    'the new master is logged');
+
+# the subscriber followed too: a waiting request is woken on the new
+# master's release at once, not by its next question a second later
+
+my $first = $h->request_async(POST => '/wait?hold=ivy',
+                              body => '{"inbox":"i1","from":"ivy"}');
+
+ok($h->wait_for(sub { $replica->cmd('EXISTS', key('ivy')) }),
+   'a lock on the new master');
+
+my $second = $h->request_async(POST => '/wait',
+                               body => '{"inbox":"i1","from":"ivy"}');
+
+ok($h->wait_for(sub { $replica->cmd('EXISTS', key('ivy') . ':q') }),
+   'a second one waits');
+
+my $released = time;
+$up->release('ivy');
+
+my @ivy = $h->wait_all($first, $second);
+my $woken = time - $released;
+
+is($ivy[1]{status}, 200, 'the waiting one gets the lock');
+ok($woken < 0.5 * $h->slowness, 'woken through the subscriber')
+    or diag("woken after $woken s");
 is($h->status->{webhook_lock_redis_master_switches_total}, 2,
    'each worker counted the switch');
 
