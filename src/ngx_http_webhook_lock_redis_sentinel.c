@@ -23,7 +23,10 @@
 #define NGX_HTTP_WEBHOOK_LOCK_SENTINEL_NAME_LEN                              \
     (NGX_HTTP_WEBHOOK_LOCK_SENTINEL_HOST_LEN + sizeof("[]:65535"))
 
-/* the longest wait for the end of a failover that was seen to begin */
+/*
+ * The longest wait for the promotion once a failover was seen to begin,
+ * and for +switch-master once the promotion was seen
+ */
 #define NGX_HTTP_WEBHOOK_LOCK_SENTINEL_PAUSE     10000
 
 
@@ -45,10 +48,12 @@ typedef struct {
  * there straight.
  *
  * Every sentinel is listened to, since only the one that runs a failover
- * says that it has begun.  From then until +switch-master no lock is
- * taken: the old master takes writes until the sentinels switch, while
- * the replica promoted no longer copies them, so a lock taken there in
- * between would not be seen on the new master.
+ * says that it has begun and when the replica is promoted.  In between
+ * no lock is taken: the old master takes writes until the sentinels
+ * switch, while the replica promoted no longer copies them, so a lock
+ * taken there would not be seen on the new master.  From the promotion
+ * on, the connections go to the new master, while the other sentinels
+ * may still name the old one until they switch too: they are not asked.
  */
 
 struct ngx_http_webhook_lock_sentinel_s {
@@ -61,7 +66,7 @@ struct ngx_http_webhook_lock_sentinel_s {
     ngx_uint_t                           tried;     /* for this question */
     ngx_http_webhook_lock_conn_t        *watch;     /* one per sentinel */
     ngx_event_t                          timer;     /* the question's */
-    ngx_event_t                          pause;     /* a failover's end */
+    ngx_event_t                          pause;     /* a failover's step */
     ngx_event_t                          step;      /* posted */
     ngx_http_webhook_lock_redis_addr_t   master;
     ngx_http_webhook_lock_sentinel_client_t
@@ -79,6 +84,8 @@ struct ngx_http_webhook_lock_sentinel_s {
     unsigned                             follow:1;  /* clients to move */
     unsigned                             known:1;   /* "master" is set */
     unsigned                             paused:1;  /* a failover runs */
+    unsigned                             moving:1;  /* promoted, no
+                                                       switch yet */
     unsigned                             exiting:1;
 };
 
@@ -122,8 +129,8 @@ static void ngx_http_webhook_lock_sentinel_event(
     ngx_http_webhook_lock_sentinel_t *st, ngx_http_webhook_lock_conn_t *cn,
     ngx_str_t *channel, ngx_str_t *message);
 static void ngx_http_webhook_lock_sentinel_switch(
-    ngx_http_webhook_lock_sentinel_t *st, ngx_http_webhook_lock_conn_t *cn,
-    ngx_str_t *word);
+    ngx_http_webhook_lock_sentinel_t *st, ngx_str_t *host, ngx_str_t *port,
+    ngx_uint_t promoted);
 static void ngx_http_webhook_lock_sentinel_paused(
     ngx_http_webhook_lock_sentinel_t *st, ngx_uint_t on);
 static void ngx_http_webhook_lock_sentinel_pause_handler(ngx_event_t *ev);
@@ -338,7 +345,7 @@ ngx_http_webhook_lock_sentinel_locate(ngx_http_webhook_lock_conn_t *cn)
 
     c = ngx_http_webhook_lock_sentinel_client(st, cn);
 
-    if (c->fresh && st->known && !st->querying) {
+    if ((c->fresh || st->moving) && st->known && !st->querying) {
         ngx_http_webhook_lock_sentinel_serve(st, c);
         return;
     }
@@ -596,9 +603,13 @@ ngx_http_webhook_lock_sentinel_answer(redisAsyncContext *ac, void *r,
     {
         port = ngx_atoi((u_char *) e[1]->str, e[1]->len);
 
-        if (ngx_http_webhook_lock_sentinel_master(st, (u_char *) e[0]->str,
-                                                  e[0]->len, port)
-            == NGX_OK)
+        /* a sentinel behind the one that promoted: its answer is old */
+
+        if (st->moving
+            || ngx_http_webhook_lock_sentinel_master(st,
+                                                     (u_char *) e[0]->str,
+                                                     e[0]->len, port)
+               == NGX_OK)
         {
             st->answered = 1;
             ngx_post_event(&st->step, &ngx_posted_events);
@@ -945,7 +956,14 @@ ngx_http_webhook_lock_sentinel_event(ngx_http_webhook_lock_sentinel_t *st,
                    channel, message);
 
     if (master == &word[0]) {
-        ngx_http_webhook_lock_sentinel_switch(st, cn, word);
+        ngx_http_webhook_lock_sentinel_switch(st, &word[3], &word[4], 0);
+        return;
+    }
+
+    if (channel->len == sizeof("+promoted-slave") - 1
+        && ngx_strncmp(channel->data, "+promoted-slave", channel->len) == 0)
+    {
+        ngx_http_webhook_lock_sentinel_switch(st, &word[2], &word[3], 1);
         return;
     }
 
@@ -968,20 +986,28 @@ invalid:
 }
 
 
+/* +promoted-slave from the sentinel that runs the failover, or the end */
+
 static void
 ngx_http_webhook_lock_sentinel_switch(ngx_http_webhook_lock_sentinel_t *st,
-    ngx_http_webhook_lock_conn_t *cn, ngx_str_t *word)
+    ngx_str_t *host, ngx_str_t *port, ngx_uint_t promoted)
 {
-    if (ngx_http_webhook_lock_sentinel_master(st, word[3].data, word[3].len,
-                                         ngx_atoi(word[4].data, word[4].len))
+    if (ngx_http_webhook_lock_sentinel_master(st, host->data, host->len,
+                                              ngx_atoi(port->data, port->len))
         != NGX_OK)
     {
         return;
     }
 
-    if (st->paused) {
-        st->paused = 0;
+    if (st->pause.timer_set) {
         ngx_del_timer(&st->pause);
+    }
+
+    st->paused = 0;
+    st->moving = promoted;
+
+    if (promoted) {
+        ngx_add_timer(&st->pause, NGX_HTTP_WEBHOOK_LOCK_SENTINEL_PAUSE);
     }
 
     st->follow = 1;
@@ -994,8 +1020,8 @@ ngx_http_webhook_lock_sentinel_switch(ngx_http_webhook_lock_sentinel_t *st,
 
 /*
  * A failover begins: the connections close, requests meet the failure
- * policy until it ends.  It ends without a switch: the sentinels are
- * asked again, and the connections follow their answer.
+ * policy until the promotion (or the switch).  It ends without one: the
+ * sentinels are asked again, and the connections follow their answer.
  */
 
 static void
@@ -1003,7 +1029,7 @@ ngx_http_webhook_lock_sentinel_paused(ngx_http_webhook_lock_sentinel_t *st,
     ngx_uint_t on)
 {
     if (on) {
-        if (st->paused) {
+        if (st->paused || st->moving) {
             return;
         }
 
@@ -1012,7 +1038,8 @@ ngx_http_webhook_lock_sentinel_paused(ngx_http_webhook_lock_sentinel_t *st,
 
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "redis master %V: a failover begins, no lock is "
-                      "taken until it ends", &st->conf->server.host);
+                      "taken until the new master is known",
+                      &st->conf->server.host);
 
         st->follow = 1;
 
@@ -1046,6 +1073,11 @@ ngx_http_webhook_lock_sentinel_pause_handler(ngx_event_t *ev)
 {
     ngx_http_webhook_lock_sentinel_t *st = ev->data;
 
+    if (st->moving) {
+        st->moving = 0;
+        return;
+    }
+
     ngx_http_webhook_lock_sentinel_paused(st, 0);
 }
 
@@ -1057,7 +1089,7 @@ ngx_http_webhook_lock_sentinel_watch_ready(ngx_http_webhook_lock_conn_t *cn)
 {
     ngx_http_webhook_lock_sentinel_t *st = cn->data;
 
-    if (st->known) {
+    if (st->known && !st->moving) {
         ngx_http_webhook_lock_sentinel_question(st);
     }
 }

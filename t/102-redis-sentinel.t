@@ -26,6 +26,9 @@ plan skip_all => 'needs redis-servers of its own'
 # +switch-master, which leaves a second or so after the promotion
 
 my $rs = RedisSentinel->new($h, sentinels => 3, replicas => 2);
+
+# another nginx, that does not listen to the sentinel running the failover
+my $h2 = NgxHarness->new(needs => [qw/proxy redis/]);
 my $up = $h->upstream;
 my $app = Chatwoot->start(port => $h->port('app'), dir => $h->testdir,
                           window => 0.15);
@@ -98,6 +101,18 @@ sub post {
 }
 
 sub key { "webhook:{i1}:$_[0]" }
+
+# a lock asked for, as MONITOR shows it: a script, or SET NX, on $inbox
+sub lock_command {
+    my ($seen, $inbox) = @_;
+
+    my @cmd = @{ $seen->[1] };
+
+    return 0 unless $cmd[0] =~ /^EVAL/i
+                    || $cmd[0] =~ /^SET$/i && grep { /^NX$/i } @cmd;
+
+    return scalar grep { index($_, $inbox) >= 0 } @cmd;
+}
 
 # a lock of $from held in the upstream, found on $redis: asked again
 # while the worker is not there yet; the request's handle, or undef
@@ -207,6 +222,12 @@ like(log_since($mark),
 # app, every message once
 
 $rs->record($_) for 0 .. 2;
+
+$h2->port('upstream', $up->port);
+$h2->port('app', $h->port('app'));
+$h2->start(conf('redis://mymaster sentinels=127.0.0.1:'
+                . $rs->sentinel(0)->port . ',127.0.0.1:'
+                . $rs->sentinel(2)->port));
 my $monitor = RedisSentinel::monitor($h, $replica);
 
 # what nginx answered since $at (the access log's offset), as a count
@@ -258,11 +279,11 @@ ok($h->wait_for(sub { answered($at, '503 busy') }),
 my $failover = time;
 $rs->failover(1);
 
-# asked between the promotion and the switch, while the old master still
-# takes writes that the new one will never see: refused
+# asked once the failover has begun and before the promotion, while the
+# old master still takes writes that the new one will never see: refused
 
-ok($h->wait_for(sub { $rs->events(1, '+promoted-slave') }),
-   'the replica promoted');
+ok($h->wait_for(sub { $rs->events(1, '+try-failover') }),
+   'a failover begins');
 
 my $zed = lock_of('zed', hold => 'zed');
 
@@ -270,17 +291,40 @@ $h->wait_for(sub { $h->done_async($zed)
                    || $primary->cmd('EXISTS', key('zed')) });
 
 my $on_old = $primary->cmd('EXISTS', key('zed'));
-my $early = !$rs->switches(1);
+my $early = !$rs->events(1, '+promoted-slave');
 
 $up->release('zed');
 my $refused = ($h->wait_all($zed))[0];
 
 is(unhold($gina, 'gina'), 200, 'the request held across it ends');
-$early &&= !$rs->switches(1);
+$early &&= !$rs->events(1, '+promoted-slave');
 
-ok($early, 'asked and ended before the switch');
-ok(!$on_old, 'no lock taken on the old master after the promotion');
+ok($early, 'asked and ended before the promotion');
+ok(!$on_old, 'no lock taken on the old master once the failover began');
 ok(unavailable($refused), 'a failover under way: 503 lock_unavailable');
+
+# the second nginx does not listen to the sentinel that runs the
+# failover: it follows on +switch-master, from the others
+
+my $seen;
+
+ok($h->wait_for(sub {
+       $h2->request(POST => '/hook', body => '{"inbox":"i2","from":"pat"}',
+                    timeout => 5);
+
+       my ($s0) = $rs->switches(0) or return 0;
+
+       ($seen) = grep { $_->[0] > $s0->[0] && lock_command($_, '{i2}') }
+                 RedisSentinel::monitored($monitor);
+
+       return $seen;
+   }, interval => 0.02), 'without the leader: locks on the new master');
+
+my ($s0) = $rs->switches(0);
+my $took2 = $seen ? $seen->[0] - $s0->[0] : 999;
+
+ok($took2 <= 3 * $h->slowness,
+   'without the leader: within 3 s of +switch-master');
 
 ok($h->wait_for(sub { $rs->switches(1) }), 'the sentinels switch');
 
@@ -342,27 +386,28 @@ if ($dedup) {
     note("$twice messages processed more than once (no dedup)");
 }
 
-# the first lock taken on the new master: after its promotion, only
-# nginx writes there
+# the first lock taken on the new master (after its promotion only nginx
+# writes there), by the nginx that listens to the leader
 
-my ($first) = grep { $_->[0] > $switch->[0]
-                     && ($_->[1][0] =~ /^EVAL/i
-                         || $_->[1][0] =~ /^SET$/i
-                            && grep { /^NX$/i } @{ $_->[1] }) }
+my ($try) = $rs->events(1, '+try-failover');
+my ($promoted) = $rs->events(1, '+promoted-slave');
+
+my ($first) = grep { $_->[0] > $promoted->[0] && lock_command($_, '{i1}') }
               RedisSentinel::monitored($monitor);
 
 ok($first, 'locks taken on the new master');
 
 my $took = $first ? $first->[0] - $switch->[0] : 999;
-my ($try) = $rs->events(1, '+try-failover');
-my ($promoted) = $rs->events(1, '+promoted-slave');
 
 diag(sprintf 'failover: +try-failover %.3f s after SENTINEL FAILOVER, '
-     . '+promoted-slave %.3f s after, +switch-master %.3f s after; the '
-     . 'first lock on the new master %.3f s after +switch-master: no lock '
-     . 'for %.3f s', $try->[0] - $failover, $promoted->[0] - $failover,
-     $switch->[0] - $failover, $took,
-     $first ? $first->[0] - $try->[0] : -1);
+     . '+promoted-slave %.3f s after, +switch-master (on the leader) '
+     . '%.3f s after; the first lock on the new master %.3f s after '
+     . '+promoted-slave (%.3f s after +switch-master), no lock for '
+     . '%.3f s; without the leader: the first lock %.3f s after '
+     . '+switch-master', $try->[0] - $failover,
+     $promoted->[0] - $failover, $switch->[0] - $failover,
+     $first ? $first->[0] - $promoted->[0] : -1, $took,
+     $first ? $first->[0] - $try->[0] : -1, $took2);
 
 ok($took <= 3 * $h->slowness, 'locks on the new master within 3 s');
 
@@ -395,6 +440,8 @@ ok($woken < 0.5 * $h->slowness, 'woken through the subscriber')
     or diag("woken after $woken s");
 is($h->status->{webhook_lock_redis_master_switches_total}, 2,
    'each worker counted the switch');
+
+$h2->done;
 
 ###############################################################################
 
