@@ -555,8 +555,19 @@ ngx_http_webhook_lock_redis_conf_sentinels(ngx_conf_t *cf,
             comma = last;
         }
 
+        /* "host1:port1, host2:port2", as REDIS_SENTINELS is written */
+
         one.data = p;
         one.len = comma - p;
+
+        while (one.len && one.data[0] == ' ') {
+            one.data++;
+            one.len--;
+        }
+
+        while (one.len && one.data[one.len - 1] == ' ') {
+            one.len--;
+        }
 
         if (one.len == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

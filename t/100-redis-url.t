@@ -71,6 +71,9 @@ $h->config_ok(location('redis://mymaster/1 '
                        . 'sentinels=127.0.0.1:26379,127.0.0.1:26380,'
                        . 'localhost sentinel_password=s'),
               'Sentinel: the master name as the host');
+$h->config_ok(location('redis://mymaster '
+                       . '"sentinels=127.0.0.1:26379, 127.0.0.1"'),
+              'sentinels written as REDIS_SENTINELS, with a space');
 $h->config_ok(location('127.0.0.1:6379 password=x db=1'),
               'the host:port form as before');
 
