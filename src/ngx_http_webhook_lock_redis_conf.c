@@ -592,7 +592,8 @@ ngx_http_webhook_lock_redis_conf_sentinels(ngx_conf_t *cf,
     }
 
     if (rcf->sentinels->nelts == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "no address in \"sentinels=\"");
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no address in \"sentinels=\"");
         return NGX_CONF_ERROR;
     }
 
