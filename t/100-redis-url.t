@@ -182,7 +182,8 @@ $h->stop;
 
 my $mark = $h->log_mark;
 
-$h->start(location("redis://gate:not-$escaped\@127.0.0.1:%%PORT_REDIS%%/3"),
+$h->start(location("redis://gate:not-$escaped\@127.0.0.1:%%PORT_REDIS%%/3 "
+                   . 'connect_timeout=10s timeout=10s'),
           ready => 0);
 
 $h->error_log_like(qr{redis redis://gate\@127\.0\.0\.1:\d+/3 is unreachable: }
