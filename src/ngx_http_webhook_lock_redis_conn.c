@@ -29,8 +29,6 @@ static void ngx_http_webhook_lock_conn_disconnected(
 static void ngx_http_webhook_lock_conn_setup_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_webhook_lock_conn_ready(ngx_http_webhook_lock_conn_t *cn);
-static void ngx_http_webhook_lock_conn_refused(
-    ngx_http_webhook_lock_conn_t *cn, const char *reason);
 static void ngx_http_webhook_lock_conn_down(ngx_http_webhook_lock_conn_t *cn,
     const char *reason);
 static void ngx_http_webhook_lock_conn_gone(ngx_http_webhook_lock_conn_t *cn,
@@ -77,28 +75,20 @@ ngx_http_webhook_lock_conn_init(ngx_http_webhook_lock_conn_t *cn,
 void
 ngx_http_webhook_lock_conn_connect(ngx_http_webhook_lock_conn_t *cn)
 {
-    if (cn->ac != NULL
-        || cn->resolving != NULL
-        || cn->locating
-        || cn->exiting)
-    {
+    if (cn->state != NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN || cn->exiting) {
         return;
     }
 
+    /* from here on, requests wait for the connection, within its timeout */
+
+    cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_CONNECTING;
+
+    if (!cn->connect.timer_set) {
+        ngx_add_timer(&cn->connect, cn->conf->connect_timeout);
+    }
+
     if (cn->locate) {
-
-        /*
-         * Connecting already: requests wait for the connection meanwhile,
-         * and connect_timeout covers the search for the address too.
-         */
-
         cn->locating = 1;
-        cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_CONNECTING;
-
-        if (!cn->connect.timer_set) {
-            ngx_add_timer(&cn->connect, cn->conf->connect_timeout);
-        }
-
         cn->locate(cn);
         return;
     }
@@ -122,10 +112,6 @@ ngx_http_webhook_lock_conn_connect_addr(ngx_http_webhook_lock_conn_t *cn,
                    "webhook redis%s connect to %V", cn->role, &addr->name);
 
     /* the connect timeout covers the name's resolution too */
-
-    if (!cn->connect.timer_set) {
-        ngx_add_timer(&cn->connect, rcf->connect_timeout);
-    }
 
     if (!addr->resolve || rcf->resolver == NULL) {
         ngx_http_webhook_lock_conn_open(cn, (const char *) addr->host.data,
@@ -211,19 +197,20 @@ ngx_http_webhook_lock_conn_open(ngx_http_webhook_lock_conn_t *cn,
     }
 
     if (ac == NULL) {
-        ngx_http_webhook_lock_conn_refused(cn, "cannot allocate a context");
+        ngx_http_webhook_lock_conn_drop(cn, "cannot allocate a context");
         return;
     }
 
     if (ac->err) {
-        ngx_http_webhook_lock_conn_refused(cn, ac->c.errstr);
+        ngx_http_webhook_lock_conn_down(cn, ac->c.errstr);
         redisAsyncFree(ac);
+        ngx_http_webhook_lock_conn_drop(cn, "connect failed");
         return;
     }
 
     if (ngx_http_webhook_lock_hiredis_attach(ac, ngx_cycle->log) != NGX_OK) {
-        ngx_http_webhook_lock_conn_refused(cn, "cannot attach a connection");
         redisAsyncFree(ac);
+        ngx_http_webhook_lock_conn_drop(cn, "cannot attach a connection");
         return;
     }
 
@@ -242,34 +229,6 @@ ngx_http_webhook_lock_conn_open(ngx_http_webhook_lock_conn_t *cn,
 
     (void) redisAsyncSetConnectCallback(ac,
                                         ngx_http_webhook_lock_conn_connected);
-}
-
-
-/*
- * Failed before a context: as a lost connection, for requests that waited
- * while the address was being located (the state is CONNECTING then).
- */
-
-static void
-ngx_http_webhook_lock_conn_refused(ngx_http_webhook_lock_conn_t *cn,
-    const char *reason)
-{
-    ngx_uint_t  located;
-
-    located = (cn->state == NGX_HTTP_WEBHOOK_LOCK_REDIS_CONNECTING);
-
-    cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN;
-
-    if (cn->connect.timer_set) {
-        ngx_del_timer(&cn->connect);
-    }
-
-    ngx_http_webhook_lock_conn_down(cn, reason);
-    ngx_http_webhook_lock_conn_schedule(cn);
-
-    if (located) {
-        cn->lost_handler(cn);
-    }
 }
 
 
@@ -622,11 +581,11 @@ ngx_http_webhook_lock_conn_close(ngx_http_webhook_lock_conn_t *cn)
     if (ac) {
         /* pending callbacks run with NULL, then the adapter's cleanup */
         redisAsyncFree(ac);
+    }
 
-        cn->lost_handler(cn);
+    /* what waited for it, while it was connected or being made, fails */
 
-    } else if (state == NGX_HTTP_WEBHOOK_LOCK_REDIS_CONNECTING) {
-        /* requests waited while the address was being located */
+    if (state != NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN) {
         cn->lost_handler(cn);
     }
 

@@ -391,7 +391,7 @@ ngx_http_webhook_lock_sentinel_follow(ngx_http_webhook_lock_sentinel_t *st)
         }
 
         if (st->paused) {
-            if (cn->ac || cn->locating || cn->resolving) {
+            if (cn->state != NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN) {
                 ngx_http_webhook_lock_conn_drop(cn,
                                                 "a failover is under way");
             }
@@ -407,7 +407,7 @@ ngx_http_webhook_lock_sentinel_follow(ngx_http_webhook_lock_sentinel_t *st)
             continue;
         }
 
-        if (cn->ac == NULL && cn->resolving == NULL) {
+        if (cn->state == NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN) {
             if (cn->reconnect.timer_set) {
                 c->fresh = 1;
                 ngx_http_webhook_lock_conn_restart(cn);
@@ -498,9 +498,6 @@ ngx_http_webhook_lock_sentinel_ask(ngx_http_webhook_lock_sentinel_t *st)
             break;
 
         case NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN:
-            if (cn->resolving) {
-                return;
-            }
 
             /* asked now, whatever the backoff */
 
@@ -508,13 +505,8 @@ ngx_http_webhook_lock_sentinel_ask(ngx_http_webhook_lock_sentinel_t *st)
                 ngx_del_timer(&cn->reconnect);
             }
 
+            /* refused at once: the lost handler goes on to the next */
             ngx_http_webhook_lock_conn_connect(cn);
-
-            if (cn->ac == NULL && cn->resolving == NULL) {
-                /* refused at once */
-                ngx_http_webhook_lock_sentinel_next(st);
-            }
-
             break;
 
         default:
