@@ -566,5 +566,44 @@ $h->error_log_like(qr/redis redis:\/\/mymaster $down: 127\.0\.0\.1:${\ $ra->port
 
 ###############################################################################
 
+# 7. the master killed: Sentinel's detection, then the failover; the fail
+# policy meanwhile, locks again on the new master without a reload
+
+ok($h->reload(conf("redis://mymaster sentinels=$sentinels", $dedup)),
+   'reloaded with the sentinels');
+
+$rs->wait_settled;
+
+my $killed = time;
+$master->kill;
+
+my ($kim, %kim) = (undef);
+
+ok($h->wait_for(sub {
+       $kim = post('kim');
+       $kim{ $kim->{status} // 0 }++;
+       return $kim->{status} == 200;
+   }, interval => 0.05), 'the master killed: locks again');
+
+my $back = time - $killed;
+my $now = $rs->master(0);
+
+isnt($now, '127.0.0.1:' . $master->port, 'a new master');
+ok($kim{503}, 'the master killed: 503 meanwhile');
+is(scalar(grep { $_ != 200 && $_ != 503 } keys %kim), 0,
+   'nothing else meanwhile');
+
+my ($down) = grep { $_->[0] > $killed } $rs->events(0, '+try-failover'),
+                                         $rs->events(1, '+try-failover'),
+                                         $rs->events(2, '+try-failover');
+my ($moved) = grep { $_->[0] > $killed } $rs->switches(0);
+
+diag(sprintf 'master killed: a failover begun %.3f s after, +switch-master '
+     . '%.3f s after, locks again %.3f s after (%d refused meanwhile)',
+     $down ? $down->[0] - $killed : -1, $moved ? $moved->[0] - $killed : -1,
+     $back, $kim{503} // 0);
+
+###############################################################################
+
 $app->stop;
 $h->done;
