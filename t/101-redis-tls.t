@@ -67,8 +67,15 @@ $h->run_daemon(sub {
     }
 });
 
+# a handshake takes longer than the TCP connect the default is for,
+# under valgrind by far
+my $connect_timeout = 2000 * $h->slowness;
+
 sub conf {
     my ($redis_line) = @_;
+
+    $redis_line .= " connect_timeout=${connect_timeout}ms"
+        unless $redis_line =~ /connect_timeout=/;
 
     return <<"CONF";
 webhook_redis $redis_line;
