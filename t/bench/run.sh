@@ -307,9 +307,9 @@ report() {
                 s = sc[i]
                 if (!rps[s, "tls"] || !rps[s, "module"]) continue
                 if (!said++) print "\nThrough TLS (the tls rows'"'"' ratios are tls/plain, tls/lua):\n"
+                w = cpu[s, "module"] > 0 ? cpu[s, "tls"] / cpu[s, "module"] : 0
                 printf "- %s: tls/module %.2fx req/s, worker CPU tls/module %.2fx\n",
-                    s, rps[s, "tls"] / rps[s, "module"],
-                    cpu[s, "module"] > 0 ? cpu[s, "tls"] / cpu[s, "module"] : 0
+                    s, rps[s, "tls"] / rps[s, "module"], w
             }
         }' "$tmp/median.tsv"
 
