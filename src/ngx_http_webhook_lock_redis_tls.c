@@ -588,8 +588,8 @@ ngx_http_webhook_lock_redis_tls_error(int sslerr, ngx_err_t err,
     const char *what, char *buf, size_t size)
 {
     u_char         text[NGX_MAX_ERROR_STR], *p;
-    unsigned long  n;
     const char    *s;
+    unsigned long  n;
 
     n = ERR_peek_last_error();
 
