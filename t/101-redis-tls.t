@@ -3,8 +3,9 @@
 # rediss://: locks through a redis-server that speaks TLS only, with a CA
 # and certificates made here.  The server's certificate is checked
 # (chain, then name or address), a refusal is logged once with its reason
-# and the failure policy applies; tls_verify=off, client certificates,
-# AUTH with an ACL user, a restart of Redis; a peer that never finishes
+# and the failure policy applies; a wait woken by the subscriber,
+# tls_verify=off, client certificates, AUTH with an ACL user, a restart of
+# Redis, a plaintext Redis behind rediss://; a peer that never finishes
 # the handshake fails requests after connect_timeout while the worker
 # serves others.
 
@@ -98,6 +99,12 @@ server {
         proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
     }
 
+    location /wait {
+        webhook_lock json;
+        webhook_lock_wait 10s;
+        proxy_pass http://127.0.0.1:%%PORT_UPSTREAM%%;
+    }
+
     location /plain {
         return 200 "plain\\n";
     }
@@ -129,10 +136,14 @@ sub post_async {
 
 sub error_of { (eval { decode_json($_[0]{body}) } // {})->{error} // '' }
 
-sub connected_workers {
+sub status {
     my $r = $h->request(GET => '/status?format=json', timeout => 5);
-    return -1 unless ($r->{status} // 0) == 200;
-    return decode_json($r->{body})->{webhook_lock_redis_connected_workers};
+    return {} unless ($r->{status} // 0) == 200;
+    return decode_json($r->{body});
+}
+
+sub connected_workers {
+    return status()->{webhook_lock_redis_connected_workers} // -1;
 }
 
 sub connected { $h->wait_for(sub { connected_workers() == 1 }) }
@@ -220,7 +231,27 @@ $h->start(conf("rediss://localhost:%%PORT_REDIS_TLS%% tls_ca=$pki->{ca}"),
 ok(connected(), 'connected through TLS');
 locks('tls');
 
-like($redis->cli('CLIENT', 'LIST'), qr/cmd=/, 'Redis lists our client');
+# a request waits for the holder's release: the subscriber's
+# connection is TLS too
+
+$up->clear;
+my $holder = $h->request_async(POST => '/wait?hold=w', timeout => 10,
+                               body => encode_json({ from => 'w' }));
+$up->wait_arrived(1);
+
+my $waiter = post_async('/wait', 'w');
+ok($h->wait_for(sub { status()->{webhook_lock_requests_waiting} == 1 }),
+   'a second request of the sender waits');
+
+$up->release('w');
+my @res = $h->wait_all($holder, $waiter);
+is_deeply([ map { $_->{status} } @res ], [ 200, 200 ],
+          'both forwarded, one after the other');
+is(join(',', map { $_->{headers}{'x-lock'} } $up->requests),
+   'acquired,waited', 'the second after waiting, woken through TLS');
+like($redis->cli('CLIENT', 'LIST'), qr/\bsub=1\b/,
+     'the subscriber is subscribed, over TLS');
+$h->no_error_log(qr/unreachable/, 'nothing was unreachable');
 
 # an address in the URL is checked against the certificate's addresses
 
