@@ -280,7 +280,7 @@ static char *
 ngx_http_webhook_lock_redis_conf_url(ngx_conf_t *cf,
     ngx_http_webhook_lock_redis_conf_t *rcf, ngx_str_t *url)
 {
-    u_char     *p, *last, *authority, *at, *path, *colon;
+    u_char     *p, *last, *authority, *at, *path, *query, *colon;
     char       *rv;
     size_t      scheme, user;
     ngx_int_t   n;
@@ -323,13 +323,21 @@ ngx_http_webhook_lock_redis_conf_url(ngx_conf_t *cf,
 
     hostport.len = path - hostport.data;
 
+    /* a query is refused below, and may hold a secret: kept out too */
+
+    for (query = path; query < last; query++) {
+        if (*query == '?' || *query == '#') {
+            break;
+        }
+    }
+
     /* the name for logs: the URL without its password */
 
     colon = ngx_strlchr(userinfo.data, userinfo.data + userinfo.len, ':');
     user = colon ? (size_t) (colon - userinfo.data) : 0;
 
     rcf->name.len = scheme + user + (user ? 1 : 0) + hostport.len
-                    + (last - path);
+                    + (query - path);
     rcf->name.data = ngx_pnalloc(cf->pool, rcf->name.len);
     if (rcf->name.data == NULL) {
         return NGX_CONF_ERROR;
@@ -343,7 +351,7 @@ ngx_http_webhook_lock_redis_conf_url(ngx_conf_t *cf,
     }
 
     p = ngx_cpymem(p, hostport.data, hostport.len);
-    ngx_memcpy(p, path, last - path);
+    ngx_memcpy(p, path, query - path);
 
     if (at) {
         rv = ngx_http_webhook_lock_redis_conf_userinfo(cf, rcf, &userinfo);
@@ -359,7 +367,7 @@ ngx_http_webhook_lock_redis_conf_url(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_strlchr(path, last, '?') || ngx_strlchr(path, last, '#')) {
+    if (query < last) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" of \"webhook_redis\" has a query or a "
                            "fragment: give parameters after the URL",

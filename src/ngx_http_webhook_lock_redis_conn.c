@@ -75,8 +75,16 @@ ngx_http_webhook_lock_conn_init(ngx_http_webhook_lock_conn_t *cn,
 void
 ngx_http_webhook_lock_conn_connect(ngx_http_webhook_lock_conn_t *cn)
 {
-    if (cn->ac != NULL || cn->resolving != NULL || cn->exiting) {
+    if (cn->state != NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN || cn->exiting) {
         return;
+    }
+
+    /* from here on, requests wait for the connection, within its timeout */
+
+    cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_CONNECTING;
+
+    if (!cn->connect.timer_set) {
+        ngx_add_timer(&cn->connect, cn->conf->connect_timeout);
     }
 
     if (cn->locate) {
@@ -101,10 +109,6 @@ ngx_http_webhook_lock_conn_connect_addr(ngx_http_webhook_lock_conn_t *cn,
                    "webhook redis%s connect to %V", cn->role, &addr->name);
 
     /* the connect timeout covers the name's resolution too */
-
-    if (!cn->connect.timer_set) {
-        ngx_add_timer(&cn->connect, rcf->connect_timeout);
-    }
 
     if (!addr->resolve || rcf->resolver == NULL) {
         ngx_http_webhook_lock_conn_open(cn, (const char *) addr->host.data,
@@ -190,22 +194,20 @@ ngx_http_webhook_lock_conn_open(ngx_http_webhook_lock_conn_t *cn,
     }
 
     if (ac == NULL) {
-        ngx_http_webhook_lock_conn_down(cn, "cannot allocate a context");
-        ngx_http_webhook_lock_conn_schedule(cn);
+        ngx_http_webhook_lock_conn_drop(cn, "cannot allocate a context");
         return;
     }
 
     if (ac->err) {
         ngx_http_webhook_lock_conn_down(cn, ac->c.errstr);
         redisAsyncFree(ac);
-        ngx_http_webhook_lock_conn_schedule(cn);
+        ngx_http_webhook_lock_conn_drop(cn, "connect failed");
         return;
     }
 
     if (ngx_http_webhook_lock_hiredis_attach(ac, ngx_cycle->log) != NGX_OK) {
-        ngx_http_webhook_lock_conn_down(cn, "cannot attach a connection");
         redisAsyncFree(ac);
-        ngx_http_webhook_lock_conn_schedule(cn);
+        ngx_http_webhook_lock_conn_drop(cn, "cannot attach a connection");
         return;
     }
 
@@ -534,9 +536,11 @@ ngx_http_webhook_lock_conn_exit(ngx_http_webhook_lock_conn_t *cn)
 static void
 ngx_http_webhook_lock_conn_close(ngx_http_webhook_lock_conn_t *cn)
 {
-    redisAsyncContext  *ac;
+    redisAsyncContext                    *ac;
+    ngx_http_webhook_lock_redis_state_e   state;
 
     ac = cn->ac;
+    state = cn->state;
 
     /* first: the callbacks below must find no context to send to */
 
@@ -559,7 +563,11 @@ ngx_http_webhook_lock_conn_close(ngx_http_webhook_lock_conn_t *cn)
     if (ac) {
         /* pending callbacks run with NULL, then the adapter's cleanup */
         redisAsyncFree(ac);
+    }
 
+    /* what waited for it, while it was connected or being made, fails */
+
+    if (state != NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN) {
         cn->lost_handler(cn);
     }
 

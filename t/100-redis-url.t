@@ -88,7 +88,8 @@ my @bad = (
       'a user without a password' ],
     [ 'redis://:p%zz@127.0.0.1', qr/invalid percent-encoding/,
       'a bad percent-encoding' ],
-    [ 'redis://127.0.0.1/0?ssl=true', qr/has a query or a fragment/,
+    [ 'redis://127.0.0.1/0?ssl=true',
+      qr/"redis:\/\/127\.0\.0\.1\/0" of "webhook_redis" has a query/,
       'a query string' ],
     [ 'redis://unix:/tmp/redis.sock', qr/no unix socket in a URL/,
       'a unix socket in a URL' ],
@@ -117,6 +118,7 @@ my @secret = (
     [ 'redis://gate:hunter2@no-such-host.invalid', 'host not found' ],
     [ 'redis://gate:hunter2@127.0.0.1/x', 'a bad database' ],
     [ 'redis://gate:hunter2@127.0.0.1/0?x', 'a query' ],
+    [ 'redis://127.0.0.1/0?password=hunter2', 'a password in a query' ],
     [ 'redis://gate:hunter2%zz@127.0.0.1', 'a bad escape' ],
     [ 'redis://hunter2@127.0.0.1', 'a password written as the user' ],
     [ 'redis://:x@127.0.0.1 password=hunter2 bogus=1',
@@ -180,7 +182,8 @@ $h->stop;
 
 my $mark = $h->log_mark;
 
-$h->start(location("redis://gate:not-$escaped\@127.0.0.1:%%PORT_REDIS%%/3"),
+$h->start(location("redis://gate:not-$escaped\@127.0.0.1:%%PORT_REDIS%%/3 "
+                   . 'connect_timeout=10s timeout=10s'),
           ready => 0);
 
 $h->error_log_like(qr{redis redis://gate\@127\.0\.0\.1:\d+/3 is unreachable: }

@@ -136,6 +136,40 @@ is_deeply([ $h->worker_pids ], \@workers, 'no reload: the same worker');
 
 $h->stop;
 
+# a young worker whose name server is slow: requests wait for the
+# connection, the resolution included, rather than get the fail policy
+
+SKIP: {
+    my ($version) = $h->run_nginx('-V');
+
+    skip 'nginx without --with-debug', 3
+        unless $version =~ /--with-debug/;
+
+    $dns->hold;
+    $asked = $dns->queries('redis.test');
+
+    $mark = $h->log_mark;
+    $h->start($conf, ready => 0);
+
+    ok($h->wait_for(sub { $dns->queries('redis.test') > $asked }),
+       'a new worker asks the resolver, the answer held');
+
+    my $hd = $h->request_async(POST => '/hook',
+                               body => encode_json({ inbox => 'i1',
+                                                     from => 'erin' }));
+
+    $h->error_log_like(qr/waits for the connection/,
+                       'a request meanwhile waits for the connection',
+                       since => $mark, timeout => 10);
+
+    $dns->release;
+
+    is(($h->wait_all($hd))[0]{status}, 200,
+       'and is let in once the name resolves');
+
+    $h->stop;
+}
+
 # without a resolver: resolved once, from the configuration
 
 $redis->start;

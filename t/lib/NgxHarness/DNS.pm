@@ -14,13 +14,17 @@ NgxHarness::DNS - a name server for nginx's resolver in the tests
     $dns->set('redis.test' => '127.0.0.2');    # the next answers
     $dns->queries('redis.test');               # A questions so far
 
+    $dns->hold;        # questions get no answer...
+    $dns->release;     # ...until now
+
 =head1 DESCRIPTION
 
 Answers A questions over UDP on C<< $h->port('dns') >> (or the port
 named by C<name>) from a table the test changes at any time: a name in
 the table gets its address with a TTL of 0, any other name NXDOMAIN,
-any other type an empty answer. Every A question is counted, so a test
-can tell that nginx asked.
+any other type an empty answer. Every A question is counted when it
+comes, so a test can tell that nginx asked. While held, the answer waits
+(a slow name server), until C<release>.
 
 =cut
 
@@ -62,6 +66,19 @@ sub set {
     my ($self, %records) = @_;
 
     $self->_write(%{ $self->{records} }, %records);
+}
+
+sub hold {
+    my ($self) = @_;
+
+    open my $fh, '>', "$self->{table}.hold" or die "dns: hold: $!\n";
+    close $fh;
+}
+
+sub release {
+    my ($self) = @_;
+
+    unlink "$self->{table}.hold";
 }
 
 sub queries {
@@ -139,6 +156,8 @@ sub _answer {
         print $log "$name\n";
         close $log;
     }
+
+    select(undef, undef, undef, 0.02) while -e "$self->{table}.hold";
 
     my $rcode = exists $table{$name} ? 0 : 3;
     my @answers;
