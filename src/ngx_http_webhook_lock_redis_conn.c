@@ -215,9 +215,8 @@ ngx_http_webhook_lock_conn_open(ngx_http_webhook_lock_conn_t *cn,
     if (cn->conf->tls
         && ngx_http_webhook_lock_redis_tls_attach(ac, cn->conf) != NGX_OK)
     {
-        ngx_http_webhook_lock_conn_down(cn, "cannot attach TLS");
         redisAsyncFree(ac);
-        ngx_http_webhook_lock_conn_schedule(cn);
+        ngx_http_webhook_lock_conn_drop(cn, "cannot attach TLS");
         return;
     }
 #endif

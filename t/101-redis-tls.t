@@ -344,8 +344,9 @@ $mark = use_redis("rediss://localhost:%%PORT_SILENT%% tls_ca=$pki->{ca}"
                   . " connect_timeout=500ms");
 
 ok($h->wait_for(sub { -s $silent_log }), 'the silent peer is sent bytes');
-like(substr($h->read_file('silent.bytes'), 0, 1), qr/\x16/,
-     'a TLS handshake record (a ClientHello)');
+my $hello = $h->read_file('silent.bytes');
+like(substr($hello, 0, 1), qr/\x16/, 'a TLS handshake record (a ClientHello)');
+like($hello, qr/localhost/, 'with the name as SNI');
 
 # a worker blocked in the handshake would answer nothing, ever
 
