@@ -124,13 +124,13 @@ sub post {
     $from //= 's' . ++$n;
 
     return $h->request(POST => $uri, body => encode_json({ from => $from }),
-                       timeout => 10, %opts);
+                       timeout => 10 * $h->slowness, %opts);
 }
 
 sub post_async {
     my ($uri, $from) = @_;
 
-    return $h->request_async(POST => $uri, timeout => 10,
+    return $h->request_async(POST => $uri, timeout => 10 * $h->slowness,
                              body => encode_json({ from => $from }));
 }
 
@@ -183,7 +183,7 @@ sub refused {
     $up->clear;
     $r = post('/open');
     is($r->{status}, 200, "$name: fail open, forwarded");
-    is(($up->requests)[0]{headers}{'x-lock'}, 'open',
+    is((($up->requests)[0] // {})->{headers}{'x-lock'}, 'open',
        "$name: forwarded unlocked");
 }
 
@@ -197,7 +197,7 @@ sub locks {
 
     $up->clear;
     my $held = $h->request_async(POST => "/closed?hold=$sender",
-                                 timeout => 10,
+                                 timeout => 10 * $h->slowness,
                                  body => encode_json({ from => $sender }));
     $up->wait_arrived(1);
 
@@ -235,7 +235,8 @@ locks('tls');
 # connection is TLS too
 
 $up->clear;
-my $holder = $h->request_async(POST => '/wait?hold=w', timeout => 10,
+my $holder = $h->request_async(POST => '/wait?hold=w',
+                               timeout => 10 * $h->slowness,
                                body => encode_json({ from => 'w' }));
 $up->wait_arrived(1);
 
@@ -334,7 +335,8 @@ locks('after the restart');
 # a plaintext Redis behind rediss://: it waits for the end of a line
 # that the ClientHello does not have
 
-$mark = use_redis("rediss://127.0.0.1:%%PORT_REDIS%% tls_ca=$pki->{ca}");
+$mark = use_redis("rediss://127.0.0.1:%%PORT_REDIS%% tls_ca=$pki->{ca}"
+                  . " connect_timeout=500ms");
 refused('plaintext server', $mark,
         qr/(?:TLS handshake failed: \S|connect timed out)/);
 
