@@ -622,12 +622,13 @@ ngx_http_webhook_lock_redis_tls_error(int sslerr, ngx_err_t err,
 
 
 /*
- * The context fails the way hiredis fails it on a read error: a failed
+ * The context fails the way hiredis fails it on a read error.  A failed
  * connect calls the connect callback first, as __redisAsyncHandleConnect()
- * does; then the reader is put in its error state, and
- * redisProcessCallbacks() stops at it and disconnects: pending callbacks
- * get NULL, the disconnect callback (after a connect) the reason in
- * ac->errstr, and the context is freed, its socket closed.
+ * does (a callback that freed the context ends it there).  Then the
+ * reader is put in its error state, and redisProcessCallbacks() stops at
+ * it and disconnects: pending callbacks get NULL, the disconnect callback
+ * (after a connect) the reason in ac->errstr, and the context is freed,
+ * its socket closed.
  */
 
 static void
@@ -648,8 +649,14 @@ ngx_http_webhook_lock_redis_tls_fail(ngx_http_webhook_lock_redis_tls_t *t,
         ngx_cpystrn((u_char *) ac->c.errstr, (u_char *) reason,
                     sizeof(ac->c.errstr));
 
+        t->busy = 1;
+
         if (ac->onConnect) {
             ac->onConnect(ac, REDIS_ERR);
+        }
+
+        if (ngx_http_webhook_lock_redis_tls_unbusy(t) != NGX_OK) {
+            return;
         }
     }
 
