@@ -441,6 +441,9 @@ ngx_http_webhook_lock_redis_tls_recv(ngx_http_webhook_lock_redis_tls_t *t)
         if (i == NGX_HTTP_WEBHOOK_LOCK_TLS_READS) {
             /* more may wait in OpenSSL: the next loop, after the others */
 
+            ngx_log_debug0(NGX_LOG_DEBUG_EVENT, c->log, 0,
+                           "webhook redis tls: more to read");
+
             if (!c->read->posted) {
                 ngx_post_event(c->read, &ngx_posted_next_events);
             }

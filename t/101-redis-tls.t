@@ -254,6 +254,26 @@ like($redis->cli('CLIENT', 'LIST'), qr/\bsub=1\b/,
      'the subscriber is subscribed, over TLS');
 $h->no_error_log(qr/unreachable/, 'nothing was unreachable');
 
+# 1 MB in one message: more than one pass of the event loop reads, and
+# the replies after it are still in step
+
+my $channel = $redis->cli('--raw', 'PUBSUB', 'CHANNELS', 'webhook_lock:*');
+like($channel, qr/^webhook_lock:/, "the worker's channel");
+
+my $mark = $h->log_mark;
+is($redis->cli('EVAL', "return redis.call('PUBLISH', KEYS[1],"
+                       . " string.rep('x', 1048576))", 1, $channel), 1,
+   'a message of 1 MB to the subscriber');
+is($redis->cli('PUBLISH', $channel, 'tail'), 1, 'then a short one');
+
+$h->error_log_like(qr/unexpected message "x{80}" on/,
+                   'the long one read whole', since => $mark);
+$h->error_log_like(qr/unexpected message "tail" on/,
+                   'the short one after it', since => $mark);
+$h->no_error_log(qr/unreachable/, 'the subscriber stayed connected',
+                 since => $mark);
+locks('after a long read');
+
 # an address in the URL is checked against the certificate's addresses
 
 use_redis("rediss://127.0.0.1:%%PORT_REDIS_TLS%% tls_ca=$pki->{ca}");
@@ -262,7 +282,7 @@ locks('by address');
 
 # another name than the certificate's
 
-my $mark = use_redis("rediss://127.0.0.1:%%PORT_REDIS_TLS%%"
+$mark = use_redis("rediss://127.0.0.1:%%PORT_REDIS_TLS%%"
                      . " tls_ca=$pki->{ca} tls_name=redis.example.com");
 refused('name mismatch', $mark,
         qr/certificate does not match "redis\.example\.com"/);
