@@ -32,7 +32,8 @@ nginx_src=${NGINX_SRC:-/usr/share/nginx/src}
 so=ngx_http_webhook_lock_module.so
 
 packages="nginx-core nginx-dev libhiredis-dev libcjson-dev redis-server
-          libssl-dev libpcre2-dev zlib1g-dev gcc make perl"
+          redis-tools openssl libssl-dev libpcre2-dev zlib1g-dev gcc make
+          perl"
 
 missing_packages() {
     local p missing=""

@@ -16,6 +16,9 @@
 typedef struct {
     ngx_connection_t                        *connection; /* data: the ac */
     ngx_http_webhook_lock_hiredis_close_pt   close;
+    ngx_http_webhook_lock_hiredis_io_t      *io;         /* NULL: hiredis
+                                                            reads, writes */
+    void                                    *io_data;
     unsigned                                 writing:1;  /* in our write
                                                             handler */
 } ngx_http_webhook_lock_hiredis_t;
@@ -53,6 +56,8 @@ ngx_http_webhook_lock_hiredis_attach(redisAsyncContext *ac, ngx_log_t *log)
 
     h->connection = c;
     h->close = NULL;
+    h->io = NULL;
+    h->io_data = NULL;
     h->writing = 0;
 
     c->data = ac;
@@ -74,6 +79,21 @@ ngx_http_webhook_lock_hiredis_attach(redisAsyncContext *ac, ngx_log_t *log)
                    "webhook redis attach: fd:%d *%uA", c->fd, c->number);
 
     return NGX_OK;
+}
+
+
+ngx_connection_t *
+ngx_http_webhook_lock_hiredis_set_io(redisAsyncContext *ac,
+    ngx_http_webhook_lock_hiredis_io_t *io, void *data)
+{
+    ngx_http_webhook_lock_hiredis_t  *h;
+
+    h = ac->ev.data;
+
+    h->io = io;
+    h->io_data = data;
+
+    return h->connection;
 }
 
 
@@ -122,6 +142,11 @@ ngx_http_webhook_lock_hiredis_read_handler(ngx_event_t *rev)
 
     /* the context, and c with it, may be gone when this returns */
 
+    if (h->io) {
+        h->io->read(h->io_data);
+        return;
+    }
+
     redisAsyncHandleRead(ac);
 }
 
@@ -140,6 +165,11 @@ ngx_http_webhook_lock_hiredis_write_handler(ngx_event_t *wev)
     /* hiredis answers with addWrite (not all written) or delWrite */
 
     h->writing = 1;
+
+    if (h->io) {
+        h->io->write(h->io_data);
+        return;
+    }
 
     redisAsyncHandleWrite(ac);
 }
@@ -277,6 +307,10 @@ ngx_http_webhook_lock_hiredis_cleanup(void *privdata)
     ac->ev.addWrite = NULL;
     ac->ev.delWrite = NULL;
     ac->ev.data = NULL;
+
+    if (h->io) {
+        h->io->close(h->io_data);
+    }
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);

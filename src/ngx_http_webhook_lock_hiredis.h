@@ -25,12 +25,32 @@ typedef void (*ngx_http_webhook_lock_hiredis_close_pt)(redisAsyncContext *ac,
 
 
 /*
+ * Another transport on the socket (TLS): the adapter keeps the
+ * connection, its events and hiredis's hooks, and hands every ready
+ * event to read or write instead of redisAsyncHandleRead/Write, which
+ * would read() and write() the socket themselves.  close runs from the
+ * adapter's cleanup, before hiredis closes the socket.
+ */
+typedef void (*ngx_http_webhook_lock_hiredis_io_pt)(void *data);
+
+typedef struct {
+    ngx_http_webhook_lock_hiredis_io_pt  read;
+    ngx_http_webhook_lock_hiredis_io_pt  write;
+    ngx_http_webhook_lock_hiredis_io_pt  close;
+} ngx_http_webhook_lock_hiredis_io_t;
+
+
+/*
  * Drives a hiredis async context from nginx's event loop: the context's
  * socket becomes an nginx connection, hiredis's add/del read/write hooks
  * become nginx events.  hiredis keeps owning (and closes) the socket.
  */
 ngx_int_t ngx_http_webhook_lock_hiredis_attach(redisAsyncContext *ac,
     ngx_log_t *log);
+
+/* after attach, before the connect completes; returns the connection */
+ngx_connection_t *ngx_http_webhook_lock_hiredis_set_io(redisAsyncContext *ac,
+    ngx_http_webhook_lock_hiredis_io_t *io, void *data);
 
 /* after attach; without a handler a shutdown request is ignored */
 void ngx_http_webhook_lock_hiredis_set_close(redisAsyncContext *ac,

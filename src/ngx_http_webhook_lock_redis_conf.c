@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_webhook_lock_redis_conf.h"
+#include "ngx_http_webhook_lock_redis_tls.h"
 
 
 #define NGX_HTTP_WEBHOOK_LOCK_REDIS_PORT     6379
@@ -674,6 +675,13 @@ ngx_http_webhook_lock_redis_conf_init(ngx_conf_t *cf,
 
     if (rcf->tls && rcf->tls_name.len == 0) {
         rcf->tls_name = rcf->server.host;
+    }
+
+    if (rcf->tls) {
+        rv = ngx_http_webhook_lock_redis_tls_conf(cf, rcf);
+        if (rv != NGX_CONF_OK) {
+            return rv;
+        }
     }
 
     /*

@@ -13,6 +13,7 @@
 #include "ngx_http_webhook_lock_redis_conn.h"
 #include "ngx_http_webhook_lock_redis_sentinel.h"
 #include "ngx_http_webhook_lock_hiredis.h"
+#include "ngx_http_webhook_lock_redis_tls.h"
 
 
 #define NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MIN  50
@@ -213,6 +214,16 @@ ngx_http_webhook_lock_conn_open(ngx_http_webhook_lock_conn_t *cn,
         ngx_http_webhook_lock_conn_drop(cn, "cannot attach a connection");
         return;
     }
+
+#if (NGX_SSL)
+    if (cn->conf->tls
+        && ngx_http_webhook_lock_redis_tls_attach(ac, cn->conf) != NGX_OK)
+    {
+        redisAsyncFree(ac);
+        ngx_http_webhook_lock_conn_drop(cn, "cannot attach TLS");
+        return;
+    }
+#endif
 
     ngx_http_webhook_lock_hiredis_set_close(ac,
                                       ngx_http_webhook_lock_conn_close_handler);

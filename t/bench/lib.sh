@@ -1,11 +1,13 @@
 # shellcheck shell=bash
 # t/bench/lib.sh: what run.sh, rss.sh and callgrind.sh share.  Sourced,
-# not run.  Gives a throwaway directory ($tmp), three free ports on
-# 127.0.0.1 (or BENCH_REDIS_PORT, BENCH_UPSTREAM_PORT, BENCH_PORT), a
-# throwaway Redis, an upstream nginx standing in for Chatwoot's webhook
-# controller (answers 200 at once), front nginx configs in three variants
-# (plain, lua, module), and a trap that stops every process it started,
-# by the pids it recorded, when the script exits.
+# not run.  Gives a throwaway directory ($tmp), four free ports on
+# 127.0.0.1 (or BENCH_REDIS_PORT, BENCH_UPSTREAM_PORT, BENCH_PORT,
+# BENCH_REDIS_TLS_PORT), a throwaway Redis (with BENCH_REDIS_TLS=1 also
+# listening with TLS, its certificates made by openssl in $tmp/pki), an
+# upstream nginx standing in for Chatwoot's webhook controller (answers
+# 200 at once), front nginx configs in four variants (plain, lua, module,
+# tls: the module through rediss://), and a trap that stops every
+# process it started, by the pids it recorded, when the script exits.
 #
 # NGINX_BINARY (default /usr/sbin/nginx), MODULE_SO (default
 # build/ngx_http_webhook_lock_module.so), BENCH_KEEP=1 keeps $tmp.
@@ -74,12 +76,12 @@ bench_need() {
     done
 }
 
-# three distinct free ports, held open together while they are chosen
+# four distinct free ports, held open together while they are chosen
 bench_free_ports() {
     perl -MIO::Socket::INET -e '
         my @s = map { IO::Socket::INET->new(LocalAddr => "127.0.0.1",
                           LocalPort => 0, Listen => 1, ReuseAddr => 1)
-                      or die "no free port: $!\n" } 1 .. 3;
+                      or die "no free port: $!\n" } 1 .. 4;
         print join(" ", map { $_->sockport } @s), "\n";'
 }
 
@@ -101,6 +103,7 @@ bench_setup() {
     PORT_REDIS=${BENCH_REDIS_PORT:-$1}
     PORT_UP=${BENCH_UPSTREAM_PORT:-$2}
     PORT_FRONT=${BENCH_PORT:-$3}
+    PORT_REDIS_TLS=${BENCH_REDIS_TLS_PORT:-$4}
     export BENCH_REDIS_PORT=$PORT_REDIS     # read by peer-lua.lua
 
     [ -n "${BENCH_KEEP:-}" ] && echo "keeping $tmp" >&2
@@ -185,10 +188,39 @@ bench_wait_port() {
     return 1
 }
 
+# a CA and a certificate it signs for 127.0.0.1, in $tmp/pki
+bench_make_pki() {
+    local d=$tmp/pki ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
+
+    mkdir -p "$d"
+    echo "subjectAltName=IP:127.0.0.1" > "$d/ext"
+
+    openssl req -x509 $ec -nodes -days 2 -subj "/CN=bench ca" \
+        -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null \
+    && openssl req -new $ec -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$d/key.pem" -out "$d/req.pem" 2>/dev/null \
+    && openssl x509 -req -days 2 -in "$d/req.pem" -CA "$d/ca.pem" \
+        -CAkey "$d/ca.key" -CAcreateserial -extfile "$d/ext" \
+        -out "$d/cert.pem" 2>/dev/null \
+    || bench_die "openssl could not make the certificates"
+
+    chmod 644 "$d"/*
+}
+
+# with BENCH_REDIS_TLS=1, the same Redis also on a TLS port
 bench_start_redis() {
+    local tls=()
+
+    if [ -n "${BENCH_REDIS_TLS:-}" ]; then
+        bench_make_pki
+        tls=(--tls-port "$PORT_REDIS_TLS" --tls-cert-file "$tmp/pki/cert.pem"
+             --tls-key-file "$tmp/pki/key.pem"
+             --tls-ca-cert-file "$tmp/pki/ca.pem" --tls-auth-clients no)
+    fi
+
     redis-server --port "$PORT_REDIS" --bind 127.0.0.1 --save '' \
         --appendonly no --daemonize yes --pidfile "$tmp/redis.pid" \
-        --logfile "$tmp/redis.log" >/dev/null
+        --logfile "$tmp/redis.log" "${tls[@]}" >/dev/null
     bench_wait_port "$PORT_REDIS" \
         || bench_die "redis-server did not start: $(tail -3 "$tmp/redis.log")"
 
@@ -242,7 +274,7 @@ EOF
     bench_wait_port "$PORT_UP" || bench_die "upstream nginx does not listen"
 }
 
-# the front nginx: $1 config name, $2 variant (plain, lua, module),
+# the front nginx: $1 config name, $2 variant (plain, lua, module, tls),
 # $3 the module's extra location directives; $4 extra main-level lines
 # (master_process off; daemon off; for callgrind)
 bench_front_conf() {
@@ -264,6 +296,14 @@ env BENCH_REDIS_PORT;"
     module)
         load="load_module $MODULE_SO;"
         http="webhook_redis 127.0.0.1:$PORT_REDIS;"
+        loc="webhook_lock whatsapp;
+            webhook_lock_ttl 5s;
+            $extra"
+        ;;
+    tls)
+        load="load_module $MODULE_SO;"
+        http="webhook_redis rediss://127.0.0.1:$PORT_REDIS_TLS
+                            tls_ca=$tmp/pki/ca.pem;"
         loc="webhook_lock whatsapp;
             webhook_lock_ttl 5s;
             $extra"

@@ -11,6 +11,8 @@
 #           project's shared bench/peer-lua.lua): cjson, SET NX PX, 503 when
 #           held, compare-and-delete release from the log phase
 #   module  webhook_lock whatsapp (build/ngx_http_webhook_lock_module.so)
+#   tls     the same module through rediss:// to the same Redis's TLS
+#           port (fresh only)
 # wrk (t/bench/wa.lua) posts WhatsApp Cloud API message webhooks, in the
 # scenarios:
 #   fresh         no contention: a fresh sender per request, ~0.6 KB body
@@ -33,11 +35,12 @@
 #   BENCH_ROUNDS        run every cell this many times, interleaved, and
 #                       report the median (1)
 #   BENCH_SCENARIOS     which scenarios, in order (all of the above)
-#   BENCH_VARIANTS      which variants (plain lua module)
+#   BENCH_VARIANTS      which variants (plain lua module tls)
 #   BENCH_OUT           the results file (build/bench/results.md)
 #   BENCH_MODULE_EXTRA  more directives for the module's location, e.g.
 #                       "webhook_lock_hold 1s;"
-#   BENCH_PORT, BENCH_UPSTREAM_PORT, BENCH_REDIS_PORT: fixed ports instead
+#   BENCH_PORT, BENCH_UPSTREAM_PORT, BENCH_REDIS_PORT,
+#   BENCH_REDIS_TLS_PORT: fixed ports instead
 #                       of free ones; MODULE_SO, NGINX_BINARY; BENCH_KEEP=1
 # Everything listens on 127.0.0.1 only; every process started here is
 # stopped on exit.  A default run takes under 3 minutes (about 2.5).
@@ -53,13 +56,19 @@ conns=${BENCH_CONNECTIONS:-64}
 threads=${BENCH_THREADS:-1}
 rounds=${BENCH_ROUNDS:-1}
 scenarios=${BENCH_SCENARIOS:-fresh contended dedup-signed body-1k body-64k}
-variants=${BENCH_VARIANTS:-plain lua module}
+variants=${BENCH_VARIANTS:-plain lua module tls}
 out=${BENCH_OUT:-$bench_repo/build/bench/results.md}
 module_extra=${BENCH_MODULE_EXTRA:-}
 secret=bench-app-secret
 tab=$(printf '\t')
 
 bench_need "$NGINX" redis-server redis-cli wrk perl
+
+if [[ " $variants " == *" tls "* ]] && [[ " $scenarios " == *" fresh "* ]]
+then
+    bench_need openssl
+    export BENCH_REDIS_TLS=1
+fi
 
 mkdir -p "$(dirname "$out")"
 bench_setup
@@ -88,7 +97,8 @@ scenario() {
 
     case $1 in
     fresh)
-        sc_desc="no contention: a fresh sender per request, ~0.6 KB body" ;;
+        sc_desc="no contention: a fresh sender per request, ~0.6 KB body"
+        sc_variants="plain lua module tls" ;;
     contended)
         sc_desc="heavy contention: 10 senders (503 when held)"
         sc_env="BENCH_SENDERS=10" ;;
@@ -210,7 +220,8 @@ for sc in $scenarios; do
         j=$((j + 1))
         [[ " $variants " == *" $v "* ]] || continue
 
-        if [ "$v" = module ] && [ ! -f "$MODULE_SO" ]; then
+        if { [ "$v" = module ] || [ "$v" = tls ]; } && [ ! -f "$MODULE_SO" ]
+        then
             continue
         fi
 
@@ -274,7 +285,7 @@ report() {
                 sc = c[1]; v = c[2]
                 ok = c[6] ? 100 * (c[6] - c[7]) / c[6] : 0
                 mp = ml = pp = wc = ""
-                if (v == "module") {
+                if (v == "module" || v == "tls") {
                     if (rps[sc, "plain"])
                         mp = sprintf("%.2fx", c[3] / rps[sc, "plain"])
                     if (rps[sc, "lua"])
@@ -286,6 +297,19 @@ report() {
                 }
                 printf "| %s | %s | %d | %.2f | %.2f | %.1f%% | %s | %s | %s | %s | %s |\n",
                     sc, v, c[3], c[4] / 1000, c[5] / 1000, ok, c[9], mp, ml, pp, wc
+            }
+        }' "$tmp/median.tsv"
+
+    awk -F"$tab" '
+        { rps[$1, $2] = $3; cpu[$1, $2] = $9; if (!seen[$1]++) sc[++n] = $1 }
+        END {
+            for (i = 1; i <= n; i++) {
+                s = sc[i]
+                if (!rps[s, "tls"] || !rps[s, "module"]) continue
+                if (!said++) print "\nThrough TLS (the tls rows'"'"' ratios are tls/plain, tls/lua):\n"
+                w = cpu[s, "module"] > 0 ? cpu[s, "tls"] / cpu[s, "module"] : 0
+                printf "- %s: tls/module %.2fx req/s, worker CPU tls/module %.2fx\n",
+                    s, rps[s, "tls"] / rps[s, "module"], w
             }
         }' "$tmp/median.tsv"
 
