@@ -78,6 +78,17 @@ ngx_http_webhook_lock_redis_init_process(ngx_cycle_t *cycle,
 
     rd->active = 1;
 
+    if (rcf->sentinels) {
+        rd->sentinels = ngx_http_webhook_lock_sentinel_init(cycle, rcf);
+
+        if (rd->sentinels == NULL
+            || ngx_http_webhook_lock_sentinel_attach(rd->sentinels, &rd->cmd)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
     if (ngx_http_webhook_lock_wait_init(cycle, rd) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -114,6 +125,10 @@ ngx_http_webhook_lock_redis_exit_process(ngx_cycle_t *cycle)
 
     ngx_http_webhook_lock_conn_exit(&rd->cmd);
     ngx_http_webhook_lock_conn_exit(&rd->sub);
+
+    if (rd->sentinels) {
+        ngx_http_webhook_lock_sentinel_exit(rd->sentinels);
+    }
 
     ngx_http_webhook_lock_redis_flush(rd, NGX_ERROR);
     ngx_http_webhook_lock_wait_exit(rd);
@@ -727,6 +742,15 @@ ngx_http_webhook_lock_redis_reply(redisAsyncContext *ac, void *r,
     rd = &ngx_http_webhook_lock_worker;
     reply = r;
 
+    /* the master became a replica: as if the connection went with it */
+
+    if (reply != NULL
+        && reply->type == REDIS_REPLY_ERROR
+        && ngx_http_webhook_lock_sentinel_readonly(&rd->cmd, ac, reply))
+    {
+        reply = NULL;
+    }
+
     /* after a SCRIPT FLUSH or a Redis restart: once more, as EVAL */
 
     if (reply != NULL
@@ -964,6 +988,10 @@ ngx_http_webhook_lock_redis_shutdown(ngx_http_webhook_lock_conn_t *cn)
 
     ngx_http_webhook_lock_conn_exit(&rd->cmd);
     ngx_http_webhook_lock_conn_exit(&rd->sub);
+
+    if (rd->sentinels) {
+        ngx_http_webhook_lock_sentinel_exit(rd->sentinels);
+    }
 }
 
 

@@ -13,6 +13,7 @@
 #include <ngx_event.h>
 
 #include "ngx_http_webhook_lock_redis_conn.h"
+#include "ngx_http_webhook_lock_redis_sentinel.h"
 #include "ngx_http_webhook_lock_redis_scripts.h"
 
 
@@ -92,6 +93,7 @@ typedef struct {
     ngx_http_webhook_lock_redis_conf_t  *conf;
     ngx_http_webhook_lock_conn_t         cmd;
     ngx_http_webhook_lock_conn_t         sub;
+    ngx_http_webhook_lock_sentinel_t    *sentinels; /* NULL: none */
     ngx_uint_t                           pending;   /* live tickets */
     ngx_queue_t                          deferred;  /* releases to resend */
     ngx_queue_t                          connecting; /* sent once ready */

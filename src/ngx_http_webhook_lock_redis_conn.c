@@ -11,6 +11,7 @@
 #include <hiredis/async.h>
 
 #include "ngx_http_webhook_lock_redis_conn.h"
+#include "ngx_http_webhook_lock_redis_sentinel.h"
 #include "ngx_http_webhook_lock_hiredis.h"
 #include "ngx_http_webhook_lock_redis_tls.h"
 
@@ -88,6 +89,7 @@ ngx_http_webhook_lock_conn_connect(ngx_http_webhook_lock_conn_t *cn)
     }
 
     if (cn->locate) {
+        cn->locating = 1;
         cn->locate(cn);
         return;
     }
@@ -104,6 +106,8 @@ ngx_http_webhook_lock_conn_connect_addr(ngx_http_webhook_lock_conn_t *cn,
     ngx_http_webhook_lock_redis_conf_t  *rcf;
 
     rcf = cn->conf;
+
+    cn->locating = 0;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "webhook redis%s connect to %V", cn->role, &addr->name);
@@ -340,6 +344,12 @@ ngx_http_webhook_lock_conn_login(ngx_http_webhook_lock_conn_t *cn,
         }
     }
 
+    /* what a sentinel said may be stale: a replica is no place for locks */
+
+    if (cn->locator && ngx_http_webhook_lock_sentinel_role(cn) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -532,6 +542,25 @@ ngx_http_webhook_lock_conn_exit(ngx_http_webhook_lock_conn_t *cn)
 }
 
 
+void
+ngx_http_webhook_lock_conn_restart(ngx_http_webhook_lock_conn_t *cn)
+{
+    if (cn->exiting) {
+        return;
+    }
+
+    ngx_http_webhook_lock_conn_close(cn);
+
+    if (cn->reconnect.timer_set) {
+        ngx_del_timer(&cn->reconnect);
+    }
+
+    cn->backoff = NGX_HTTP_WEBHOOK_LOCK_BACKOFF_MIN;
+
+    ngx_http_webhook_lock_conn_connect(cn);
+}
+
+
 static void
 ngx_http_webhook_lock_conn_close(ngx_http_webhook_lock_conn_t *cn)
 {
@@ -545,6 +574,7 @@ ngx_http_webhook_lock_conn_close(ngx_http_webhook_lock_conn_t *cn)
 
     cn->ac = NULL;
     cn->state = NGX_HTTP_WEBHOOK_LOCK_REDIS_DOWN;
+    cn->locating = 0;
 
     if (cn->connect.timer_set) {
         ngx_del_timer(&cn->connect);

@@ -56,11 +56,14 @@ struct ngx_http_webhook_lock_conn_s {
                                                        the address first,
                                                        then calls
                                                        conn_connect_addr */
+    void                                *locator;   /* Sentinel: ROLE is
+                                                       checked at setup */
     ngx_http_webhook_lock_conn_pt        init;      /* sends the setup */
     ngx_http_webhook_lock_conn_pt        ready_handler;
     ngx_http_webhook_lock_conn_pt        lost_handler;
     ngx_http_webhook_lock_conn_pt        shutdown_handler; /* forced */
     unsigned                             down:1;    /* "unreachable" said */
+    unsigned                             locating:1;
     unsigned                             exiting:1;
 };
 
@@ -94,6 +97,9 @@ void ngx_http_webhook_lock_conn_fail(ngx_http_webhook_lock_conn_t *cn,
 /* outside hiredis callbacks: freed now, then a reconnect */
 void ngx_http_webhook_lock_conn_drop(ngx_http_webhook_lock_conn_t *cn,
     const char *reason);
+
+/* outside hiredis callbacks: freed now, connected again at once */
+void ngx_http_webhook_lock_conn_restart(ngx_http_webhook_lock_conn_t *cn);
 
 /* the worker exits: freed now, no reconnect */
 void ngx_http_webhook_lock_conn_exit(ngx_http_webhook_lock_conn_t *cn);

@@ -130,6 +130,13 @@ ngx_http_webhook_lock_wait_init(ngx_cycle_t *cycle,
     rd->sub.lost_handler = ngx_http_webhook_lock_wait_nothing;
     rd->sub.shutdown_handler = rd->cmd.shutdown_handler;
 
+    if (rd->sentinels
+        && ngx_http_webhook_lock_sentinel_attach(rd->sentinels, &rd->sub)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     ngx_http_webhook_lock_conn_connect(&rd->sub);
 
     return NGX_OK;

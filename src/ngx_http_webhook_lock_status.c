@@ -130,7 +130,12 @@ static struct {
     { ngx_string("webhook_lock_locks_left_total"),
       ngx_string("counter"),
       ngx_string("Locks left to expire by their ttl, not released, because "
-                 "their request ended before the app answered.") }
+                 "their request ended before the app answered.") },
+
+    { ngx_string("webhook_lock_redis_master_switches_total"),
+      ngx_string("counter"),
+      ngx_string("Times a worker found the Redis master at a new address "
+                 "(Sentinel) and moved its connections there.") }
 };
 
 

@@ -39,6 +39,7 @@ typedef enum {
     NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_HELD,          /* gauge */
     NGX_HTTP_WEBHOOK_LOCK_STAT_WAITING,             /* gauge */
     NGX_HTTP_WEBHOOK_LOCK_STAT_LOCKS_LEFT,          /* left to expire */
+    NGX_HTTP_WEBHOOK_LOCK_STAT_REDIS_MASTER_SWITCHES,
     NGX_HTTP_WEBHOOK_LOCK_STAT_N
 } ngx_http_webhook_lock_stat_e;
 

@@ -89,7 +89,8 @@ C<nginx -t> on a separate config: one test each; they return the output.
 
 =head2 Daemons
 
-C<< $h->redis(%opts) >> (L<NgxHarness::Redis>),
+C<< $h->redis(%opts) >> (L<NgxHarness::Redis>; C<< class => NAME >>: a
+subclass of it, such as a sentinel of F<t/lib/RedisSentinel.pm>),
 C<< $h->mock_redis(%opts | \@rules) >> (L<NgxHarness::MockRedis>),
 C<< $h->upstream(%opts) >> (L<NgxHarness::Upstream>),
 C<< $h->run_daemon(sub { ... }, @args) >> (forks, own process group;
@@ -767,7 +768,8 @@ sub worker_pids {
 sub redis {
     my ($self, %opts) = @_;
 
-    my $redis = NgxHarness::Redis->new($self, %opts);
+    my $class = delete $opts{class} // 'NgxHarness::Redis';
+    my $redis = $class->new($self, %opts);
     $REDIS{ $redis->port } = $redis;
 
     return $redis;
