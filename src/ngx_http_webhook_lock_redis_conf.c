@@ -244,6 +244,13 @@ ngx_http_webhook_lock_redis_conf_parse(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
+    if (rcf->sentinels && rcf->tls) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"sentinels=\" takes a redis:// URL: Sentinel "
+                           "over TLS is not supported");
+        return NGX_CONF_ERROR;
+    }
+
     if (rcf->sentinels == NULL && rcf->sentinel_password.len) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"sentinel_password=\" without \"sentinels=\"");

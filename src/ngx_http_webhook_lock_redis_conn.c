@@ -114,9 +114,17 @@ ngx_http_webhook_lock_conn_connect_addr(ngx_http_webhook_lock_conn_t *cn,
 
     /* the connect timeout covers the name's resolution too */
 
-    if (!addr->resolve || rcf->resolver == NULL) {
+    if (!addr->resolve) {
         ngx_http_webhook_lock_conn_open(cn, (const char *) addr->host.data,
                                         addr->port);
+        return;
+    }
+
+    /* a name known only now (a sentinel's answer): hiredis would block */
+
+    if (rcf->resolver == NULL) {
+        ngx_http_webhook_lock_conn_drop(cn, "a host name to connect to, "
+                                        "and no \"resolver\" in http");
         return;
     }
 

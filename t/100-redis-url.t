@@ -100,6 +100,8 @@ my @bad = (
     [ 'redis://127.0.0.1 sentinel_password=x',
       qr/"sentinel_password=" without "sentinels="/,
       'a sentinel password without sentinels' ],
+    [ 'rediss://mymaster sentinels=127.0.0.1:26379',
+      qr/Sentinel over TLS is not supported/, 'Sentinel with rediss://' ],
     [ 'redis://127.0.0.1 tls_ca=/etc/ssl/certs/ca-certificates.crt',
       qr/"tls_ca=[^"]*" needs a rediss:\/\/ URL/, 'TLS with redis://' ],
     [ 'redis://no-such-host.invalid:6379',

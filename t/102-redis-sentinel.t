@@ -16,6 +16,7 @@ use NgxHarness;
 use Chatwoot;
 use Provider;
 use RedisSentinel;
+use NgxHarness::DNS;
 
 my $h = NgxHarness->new(needs => [qw/proxy redis/]);
 
@@ -39,11 +40,13 @@ my $primary = $rs->primary;
 my $replica = $rs->replica;
 
 sub conf {
-    my ($redis, $extra) = @_;
+    my ($redis, $extra, $http) = @_;
 
     $extra //= '';
+    $http //= '';
 
     return <<"CONF";
+$http
 webhook_redis $redis connect_timeout=300ms timeout=500ms;
 
 log_format sentinel '\$msec \$pid \$status \$webhook_lock_status \$webhook_sender';
@@ -563,6 +566,46 @@ is(unhold($held, 'frank'), 200, 'forwarded');
 
 $h->error_log_like(qr/redis redis:\/\/mymaster $down: 127\.0\.0\.1:${\ $ra->port } is a replica now \(READONLY\)/,
                    'READONLY logged', since => $mark);
+
+# a sentinel that names a host (resolve-hostnames yes): without a
+# resolver it is refused, never looked up by a call that would block the
+# worker; with one, it is resolved as webhook_redis's own names are
+
+my $dns = NgxHarness::DNS->new($h, 'redis-ro-b.test' => '127.0.0.1');
+
+sub sentinel_names {
+    my ($name, $r) = @_;
+    my $port = $r->port;
+
+    return [ [ 'SENTINEL' => '*2' . "\r\n\$" . length($name) . "\r\n$name"
+                             . "\r\n\$" . length($port) . "\r\n$port" ],
+             [ 'SUBSCRIBE' => { hang => 1 } ] ];
+}
+
+$mock->set_rules(sentinel_names('redis-ro-b.test', $rb));
+
+$mark = $h->log_mark;
+
+ok($h->reload(conf('redis://mymaster sentinels=127.0.0.1:'
+                   . $mock->port)),
+   'reloaded: the sentinel names a host');
+
+ok($h->wait_for(sub { unavailable(post('gina')) }),
+   'a host named, no resolver: 503 lock_unavailable');
+$h->error_log_like(qr/redis redis:\/\/mymaster $down: a host name to connect to, and no "resolver" in http/,
+                   'a host named, no resolver: logged', since => $mark);
+is($dns->queries('redis-ro-b.test'), 0, 'and not looked up');
+
+ok($h->reload(conf('redis://mymaster sentinels=127.0.0.1:'
+                   . $mock->port, '',
+                   'resolver 127.0.0.1:%%PORT_DNS%% valid=1s ipv6=off;')),
+   'reloaded with a resolver');
+
+$held = lock_on($rb, 'gina');
+
+ok($held, 'a host named, with a resolver: locked on the master');
+is(unhold($held, 'gina'), 200, 'forwarded');
+ok($dns->queries('redis-ro-b.test'), 'the name asked of the resolver');
 
 ###############################################################################
 
