@@ -422,8 +422,8 @@ $h->error_log_like(qr/\[notice\].*redis master mymaster is at 127\.0\.0\.1:${\ $
 # the subscriber followed too: a waiting request is woken on the new
 # master's release at once, not by its next question a second later
 
-my $first = $h->request_async(POST => '/wait?hold=ivy',
-                              body => '{"inbox":"i1","from":"ivy"}');
+my $ivy_first = $h->request_async(POST => '/wait?hold=ivy',
+                                  body => '{"inbox":"i1","from":"ivy"}');
 
 ok($h->wait_for(sub { $replica->cmd('EXISTS', key('ivy')) }),
    'a lock on the new master');
@@ -437,7 +437,7 @@ ok($h->wait_for(sub { $replica->cmd('EXISTS', key('ivy') . ':q') }),
 my $released = time;
 $up->release('ivy');
 
-my @ivy = $h->wait_all($first, $second);
+my @ivy = $h->wait_all($ivy_first, $second);
 my $woken = time - $released;
 
 is($ivy[1]{status}, 200, 'the waiting one gets the lock');
@@ -638,14 +638,14 @@ ok($kim{503}, 'the master killed: 503 meanwhile');
 is(scalar(grep { $_ != 200 && $_ != 503 } keys %kim), 0,
    'nothing else meanwhile');
 
-my ($down) = grep { $_->[0] > $killed } $rs->events(0, '+try-failover'),
+my ($begun) = grep { $_->[0] > $killed } $rs->events(0, '+try-failover'),
                                          $rs->events(1, '+try-failover'),
                                          $rs->events(2, '+try-failover');
 my ($moved) = grep { $_->[0] > $killed } $rs->switches(0);
 
 diag(sprintf 'master killed: a failover begun %.3f s after, +switch-master '
      . '%.3f s after, locks again %.3f s after (%d refused meanwhile)',
-     $down ? $down->[0] - $killed : -1, $moved ? $moved->[0] - $killed : -1,
+     $begun ? $begun->[0] - $killed : -1, $moved ? $moved->[0] - $killed : -1,
      $back, $kim{503} // 0);
 
 ###############################################################################
