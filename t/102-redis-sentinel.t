@@ -614,6 +614,26 @@ ok($held, 'a host named, with a resolver: locked on the master');
 is(unhold($held, 'gina'), 200, 'forwarded');
 ok($dns->queries('redis-ro-b.test'), 'the name asked of the resolver');
 
+# an ACL user not allowed ROLE (it is in @admin): its NOPERM lets the
+# connection through, READONLY still tells a replica
+
+my $racl = $h->redis(name => 'ro_acl',
+                     args => [ '--user', 'gate', 'on', '>gate-pw', '~*',
+                               '&*', '+@all', '-role' ]);
+
+$mock->set_rules(sentinel_says($racl));
+
+ok($h->reload(conf('redis://gate:gate-pw@mymaster sentinels=127.0.0.1:'
+                   . $mock->port)),
+   'reloaded: a master whose ACL user may not ask ROLE');
+
+$held = lock_on($racl, 'hank');
+
+ok($held, 'ROLE refused (NOPERM): locked on the master all the same');
+is(unhold($held, 'hank'), 200, 'forwarded');
+like($racl->cmd(CLIENT => 'LIST'), qr/\buser=gate\b/,
+     'as the ACL user');
+
 ###############################################################################
 
 # 7. the master killed: Sentinel's detection, then the failover; the fail
