@@ -71,26 +71,6 @@ note($dedup ? 'webhook_dedup: exactly once asserted'
 $h->start(conf('closed', $dedup ? 'webhook_dedup 1h;' : ''),
           main => 'worker_processes 2;');
 
-sub album {
-    my ($prefix, $contacts) = @_;
-
-    my @hooks;
-
-    for my $c (1 .. $contacts) {
-        my $from = sprintf '%s%04d', $prefix, $c;
-
-        push @hooks, map {
-            { tag => "$from.$_",
-              body => Provider::whatsapp_body(from => $from,
-                                              id => "wamid.$from.$_") }
-        } 1 .. 6;
-    }
-
-    return Provider->send($h, \@hooks, uri => '/webhooks/whatsapp/12345678911',
-                          retry_cap => 1, jitter => 0.5,
-                          deadline => 60 * $h->slowness);
-}
-
 # what the app did for the senders of one run
 
 sub app_view {
@@ -131,7 +111,7 @@ sub answered {
 my $mark = length $h->read_file('chaos.log');
 
 my $t0 = time;
-my $burst = album('1555100', 20);
+my $burst = Provider->album($h, '1555100', 20);
 
 # Redis goes once the albums are held back, comes back once nginx has
 # answered lock_unavailable, and nginx reloads once locking works again
@@ -208,7 +188,7 @@ ok($redis->stop, 'Redis stopped');
 $mark = length $h->read_file('chaos.log');
 
 $t0 = time;
-$burst = album('1555200', 10);
+$burst = Provider->album($h, '1555200', 10);
 
 # Redis comes back once requests went through unlocked
 

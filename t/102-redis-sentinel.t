@@ -243,26 +243,6 @@ sub answered {
     return $n;
 }
 
-sub album {
-    my ($prefix, $contacts) = @_;
-
-    my @hooks;
-
-    for my $c (1 .. $contacts) {
-        my $from = sprintf '%s%04d', $prefix, $c;
-
-        push @hooks, map {
-            { tag => "$from.$_",
-              body => Provider::whatsapp_body(from => $from,
-                                              id => "wamid.$from.$_") }
-        } 1 .. 6;
-    }
-
-    return Provider->send($h, \@hooks, uri => '/webhooks/whatsapp/12345678911',
-                          retry_cap => 1, jitter => 0.5,
-                          deadline => 60 * $h->slowness);
-}
-
 # a request in the app across the failover: its lock taken on the old
 # master and copied to the replica; its release, while no lock is taken,
 # waits and goes to the new master
@@ -274,7 +254,7 @@ ok($h->wait_for(sub { $replica->cmd('EXISTS', key('gina')) }),
 
 my $at = length $h->read_file('sentinel.log');
 my $t0 = time;
-my $burst = album('1555300', 20);
+my $burst = Provider->album($h, '1555300', 20);
 
 ok($h->wait_for(sub { answered($at, '503 busy') }),
    'the albums are held back');

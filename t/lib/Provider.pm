@@ -44,6 +44,13 @@ no answer came, C<error> the C<error> member of a JSON answer
 C<headers> the answer's (lower-case names). C<statuses($results)>
 counts attempts by "STATUS ERROR".
 
+C<< Provider->album($h, $prefix, $contacts, %opts) >> sends the WhatsApp
+Cloud API album of the chaos tests: six images from each of
+C<$contacts> senders (C<PREFIX0001>...), to
+C</webhooks/whatsapp/12345678911>, redelivered after at most 1 s plus
+0.5 s of jitter, for 60 s times the harness's slowness; C<%opts> go to
+C<send>.
+
 =head2 Signatures
 
 As the providers sign their webhooks:
@@ -132,6 +139,25 @@ sub tiktok_signature {
     $t //= int time;
 
     return "t=$t,s=" . hmac_sha256_hex("$t.$body", $secret);
+}
+
+sub album {
+    my ($class, $h, $prefix, $contacts, %opts) = @_;
+
+    my @hooks;
+
+    for my $c (1 .. $contacts) {
+        my $from = sprintf '%s%04d', $prefix, $c;
+
+        push @hooks, map {
+            { tag => "$from.$_",
+              body => whatsapp_body(from => $from, id => "wamid.$from.$_") }
+        } 1 .. 6;
+    }
+
+    return $class->send($h, \@hooks, uri => '/webhooks/whatsapp/12345678911',
+                        retry_cap => 1, jitter => 0.5,
+                        deadline => 60 * $h->slowness, %opts);
 }
 
 sub send {
